@@ -1,0 +1,226 @@
+"""Decode an image folder once into a uint8 cache that every later run memory-maps.
+
+Layout read: ``<folder>/<split>/<class>/<image>`` (ImageFolder's layout, and Imagenette's).
+Layout written, under ``data/cache/``:
+
+    <dataset>-<split>-<res>px-<fingerprint>.npy   images, (N, res, res, 3) uint8, memory-mappable
+    <dataset>-<split>-<res>px-<fingerprint>.json  labels, source aspect ratios, class names, skipped files
+
+The JSON is written last, so an interrupted build never leaves a cache that looks complete.
+The fingerprint hashes every source file's path, size and mtime: a changed source gives a new
+key, the stale cache is deleted and the cache is rebuilt; an unchanged one is reused as is.
+
+Why squash to a square instead of cropping the centre square: every image is resized to
+res x res *whole* and its original width/height ratio is kept beside it. The augmentations in
+common/loader.py compute their crops in the original geometry and undo the squash, so nothing
+is cut away (a centre-square cache would drop the sides of every wide image) and nothing is
+seen distorted. The cost: the long side is stored at res pixels instead of res * aspect, i.e.
+a wide image loses some horizontal resolution, which the later downscale to IMAGE_DIM loses
+anyway.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.datasets import DATA_ROOT, DataError
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when the decode below changes, so old caches are rebuilt
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
+
+
+@dataclass
+class ImageSet:
+    """A whole split in memory: what the loader and the training loop consume.
+
+    Any labelled uint8 image set fits (not only Imagenette): build one with ``ImageSet(images,
+    labels)`` from a (N, H, W, 3) uint8 tensor and (N,) integer labels.
+    """
+
+    images: torch.Tensor  # (N, H, W, 3) uint8, H == W
+    labels: torch.Tensor  # (N,) int64
+    aspect: torch.Tensor | None = None  # (N,) float32: the source's width / height (None: 1)
+    classes: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
+            raise ValueError(f"images must be (N, H, W, 3) uint8, got {tuple(self.images.shape)} "
+                             f"{self.images.dtype}")
+        if len(self.labels) != len(self.images):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if self.aspect is None:
+            self.aspect = torch.ones(len(self.images))
+        if not self.classes:
+            self.classes = [str(c) for c in range(int(self.labels.max()) + 1 if len(self.labels) else 0)]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def scan(folder: Path, split: str) -> tuple[list[Path], list[int], list[str]]:
+    """List a split's images and labels; classes are the sorted sub-folder names.
+
+    Sorted WordNet ids give the same class order as torchvision's ImageFolder and Imagenette.
+    """
+    root = Path(folder) / split
+    if not root.is_dir():
+        raise DataError(f"No '{split}' folder in {folder}. Expected {folder}/{split}/<class>/<image>; "
+                        f"point DATA_PATH at a folder holding train/ and val/.")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root} has no class sub-folders; expected {root}/<class>/<image>.")
+    paths, labels = [], []
+    for label, cls in enumerate(classes):
+        files = sorted(p for p in (root / cls).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        paths += files
+        labels += [label] * len(files)
+    if not paths:
+        raise DataError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+    return paths, labels, classes
+
+
+def fingerprint(paths: list[Path], folder: Path, resolution: int) -> str:
+    """Hash of every file's relative path, size and mtime, plus the cache format."""
+    h = hashlib.sha1(f"v{CACHE_VERSION}:{resolution}".encode())
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def decode(path: Path, resolution: int) -> tuple[np.ndarray, float, str]:
+    """Decode one image to (res, res, 3) uint8 RGB; return it, its width/height and its mode."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        mode = im.mode
+        aspect = im.width / im.height
+        # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale straight from the DCT coefficients,
+        # never below the size asked for: several times faster on the full-size archive.
+        im.draft("RGB", (resolution, resolution))
+        rgb = im.convert("RGB")  # grayscale (L), CMYK and palette images become RGB here
+        rgb = rgb.resize((resolution, resolution), Image.BILINEAR)  # PIL's filter antialiases
+        return np.asarray(rgb, dtype=np.uint8), aspect, mode
+
+
+def _decode_chunk(args: tuple[str, list[tuple[int, str]], int]) -> list[tuple[int, float, str]]:
+    """Worker: decode a chunk straight into the shared .npy memmap; report per-image results."""
+    npy, items, resolution = args
+    out = np.load(npy, mmap_mode="r+")
+    results = []
+    for i, path in items:
+        try:
+            out[i], aspect, mode = decode(Path(path), resolution)
+            results.append((i, aspect, mode))
+        except Exception as e:  # a truncated or corrupt file must not stop the run
+            results.append((i, -1.0, f"{type(e).__name__}: {e}"))
+    out.flush()
+    return results
+
+
+def build_cache(folder: Path, split: str, resolution: int, cache_dir: Path = DATA_ROOT / "cache",
+                workers: int = 0, name: str | None = None) -> ImageSet:
+    """Return the split as an ImageSet, decoding it into the cache first if needed.
+
+    ``workers``: decode processes (0 = one per CPU core). ``name``: the dataset part of the key
+    (default: the folder's name).
+    """
+    folder = Path(folder)
+    paths, labels, classes = scan(folder, split)
+    key = f"{name or folder.name}-{split}-{resolution}px"
+    fp = fingerprint(paths, folder, resolution)
+    cache_dir = Path(cache_dir)
+    npy, meta_path = cache_dir / f"{key}-{fp}.npy", cache_dir / f"{key}-{fp}.json"
+    if meta_path.exists() and npy.exists():
+        return _load(npy, meta_path)
+
+    for stale in cache_dir.glob(f"{key}-*"):  # same dataset/split/size, older source
+        log.info("source changed: removing stale cache %s", stale.name)
+        stale.unlink(missing_ok=True)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _write(npy, meta_path, paths, labels, classes, resolution, workers, key)
+    except OSError as e:
+        for p in (npy, meta_path, npy.with_suffix(".npy.tmp")):
+            p.unlink(missing_ok=True)
+        need = len(paths) * resolution * resolution * 3 / 2**20
+        raise DataError(f"Could not write the image cache {npy} ({e}). It needs about {need:.0f} MiB "
+                        f"free there; free some space or move data/ elsewhere, then run again.") from e
+    return _load(npy, meta_path)
+
+
+def _write(npy: Path, meta_path: Path, paths: list[Path], labels: list[int], classes: list[str],
+           resolution: int, workers: int, key: str) -> None:
+    tmp = npy.with_suffix(".npy.tmp")
+    n = len(paths)
+    np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, resolution, resolution, 3)).flush()
+    workers = workers or os.cpu_count() or 1
+    chunks = [(str(tmp), [(i, str(paths[i])) for i in range(s, min(s + 256, n))], resolution)
+              for s in range(0, n, 256)]
+    results: list[tuple[int, float, str]] = []
+    from tqdm import tqdm
+
+    bar = tqdm(total=n, desc=f"decoding {key}", unit="img", leave=False, disable=None)
+    if workers == 1:
+        for c in chunks:
+            results += _decode_chunk(c)
+            bar.update(len(c[1]))
+    else:
+        # fork: workers need no re-import of the caller (train.py), so they start instantly.
+        ctx = mp.get_context("fork") if sys.platform == "linux" else None
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            for r in pool.map(_decode_chunk, chunks):
+                results += r
+                bar.update(len(r))
+    bar.close()
+
+    results.sort()
+    aspect = [a for _, a, _ in results]
+    bad = [(str(paths[i]), msg) for i, a, msg in results if a < 0]
+    converted: dict[str, int] = {}
+    for _, a, mode in results:
+        if a >= 0 and mode != "RGB":
+            converted[mode] = converted.get(mode, 0) + 1
+    for path, msg in bad:
+        log.warning("skipping unreadable image %s (%s)", path, msg)
+    if converted:
+        log.info("%s: converted to RGB: %s", key, ", ".join(f"{v} {k}" for k, v in sorted(converted.items())))
+    if bad:
+        log.warning("%s: skipped %d unreadable image(s) of %d", key, len(bad), n)
+    keep = [i for i in range(n) if aspect[i] >= 0]
+    meta = {"version": CACHE_VERSION, "resolution": resolution, "classes": classes,
+            "keep": keep if bad else None, "labels": [labels[i] for i in keep],
+            "aspect": [round(aspect[i], 5) for i in keep], "skipped": [p for p, _ in bad],
+            "converted": converted}
+    os.replace(tmp, npy)
+    meta_tmp = meta_path.with_suffix(".json.tmp")
+    meta_tmp.write_text(json.dumps(meta))
+    os.replace(meta_tmp, meta_path)  # last: its presence marks the cache complete
+
+
+def _load(npy: Path, meta_path: Path) -> ImageSet:
+    meta = json.loads(meta_path.read_text())
+    # copy-on-write map: pages load lazily, and torch gets a writable array (no warning)
+    images = torch.from_numpy(np.load(npy, mmap_mode="c"))
+    if meta["keep"] is not None:  # drop the rows of skipped files (their slots are zeros)
+        images = images[torch.tensor(meta["keep"])]
+    return ImageSet(images=images, labels=torch.tensor(meta["labels"], dtype=torch.int64),
+                    aspect=torch.tensor(meta["aspect"], dtype=torch.float32),
+                    classes=meta["classes"], skipped=meta["skipped"])

@@ -1,0 +1,78 @@
+"""Train a ResNet (He et al. 2015, arXiv:1512.03385) from scratch on Imagenette.
+
+    python resnet/train.py                                  # the modern recipe below
+    python resnet/train.py --ARCH=resnet34 --NUM_EPOCHS=20  # any constant, --NAME=value
+    python resnet/train.py --help                           # every constant and its value
+
+The defaults are a modern single-GPU recipe (one-cycle SGD with Nesterov momentum, label
+smoothing, zero-init residuals, no weight decay on BN/bias, an EMA of the weights, and a test
+resolution above the training one). The paper's own recipe (Sec. 3.4) is one command away:
+
+    python resnet/train.py --LR_SCHEDULE=plateau --LEARNING_RATE=0.1 --BATCH_SIZE=256 \
+        --WEIGHT_DECAY=1e-4 --NESTEROV=False --LABEL_SMOOTHING=0 --ZERO_INIT_RESIDUAL=False \
+        --DECAY_NORM_AND_BIAS=True --EMA_DECAY=0 --WARMUP_EPOCHS=0 --EVAL_IMAGE_DIM=0
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from any folder, no PYTHONPATH
+
+from common import trainer  # noqa: E402
+from resnet.model import MODELS  # noqa: E402
+
+# --- data
+DATASET = "imagenette"  # imagenette or imagewoof
+DATASET_SIZE = "160"  # fastai archive: 160, 320 or full (short side, pixels)
+DATA_PATH = ""  # an archive or extracted folder you already have ('' = download)
+IMAGE_DIM = 128  # training crop, pixels (the paper: 224)
+EVAL_IMAGE_DIM = 160  # test at a higher resolution than training ("FixRes", Touvron et al. 2019, arXiv:1906.06423)
+MIN_SCALE = 0.35  # random-resized-crop's smallest area (the paper's scale augmentation is 0.08-1 in torchvision's terms)
+
+# --- model
+ARCH = "resnet18"  # resnet18/34/50/101/152, or plain18/plain34 (no shortcuts, Sec. 4.1)
+STRIDE_IN_1X1 = True  # bottleneck stride on the first 1x1 (paper); False: on the 3x3 ("ResNet v1.5")
+ZERO_INIT_RESIDUAL = True  # last BN of each residual branch starts at 0 (Goyal et al. 2017, Sec. 5.1)
+WIDTH = 64  # channels of conv1 and conv2_x; later stages x2, x4, x8 (Table 1)
+
+# --- optimisation
+NUM_EPOCHS = 20
+BATCH_SIZE = 128  # per GPU
+OPTIMIZER = "sgd"  # sgd or adamw
+LEARNING_RATE = 0.4  # peak; the paper: 0.1 for batch 256
+MOMENTUM = 0.9  # the paper's
+NESTEROV = True
+WEIGHT_DECAY = 5e-5  # per step on conv/fc weights only (the paper: 1e-4 on all)
+DECAY_NORM_AND_BIAS = False  # no weight decay on BN and biases
+LR_SCHEDULE = "onecycle"  # step, plateau (the paper's), cosine, onecycle, constant
+WARMUP_EPOCHS = 1.5  # cosine/onecycle warm-up
+LEARNING_RATE_DECAY_FACTOR = 0.1  # step/plateau: divide by 10 (Sec. 3.4) ...
+LEARNING_RATE_DECAY_STEP_SIZE = 30  # step: ... every this many epochs
+PLATEAU_PATIENCE = 3  # plateau: ... after this many epochs without progress
+LABEL_SMOOTHING = 0.1  # Szegedy et al. 2016, arXiv:1512.00567, Sec. 7
+GRAD_CLIP = 0.0  # max gradient norm (0 = off)
+EMA_DECAY = 0.0  # weight averaging per step (0 = off; e.g. 0.999 for long runs)
+
+
+def build_model(cfg: dict, num_classes: int):
+    """The network the constants describe."""
+    return MODELS[cfg["ARCH"]](num_classes=num_classes, stride_in_1x1=cfg["STRIDE_IN_1X1"],
+                               zero_init_residual=cfg["ZERO_INIT_RESIDUAL"] and not cfg["ARCH"].startswith("plain"),
+                               width=cfg["WIDTH"])
+
+
+RULES = {
+    "ARCH": (lambda v: v in MODELS, ", ".join(MODELS)),
+    # Table 1 downsamples by 32 (conv1, max pool, conv3_1, conv4_1, conv5_1): below 32 px the
+    # last stages would only see padding.
+    "IMAGE_DIM": (lambda v: v >= 32, "at least 32 pixels (the network downsamples 32x)"),
+    "EVAL_IMAGE_DIM": (lambda v: v == 0 or v >= 32, "0 (= IMAGE_DIM) or at least 32 pixels"),
+    "WIDTH": (lambda v: v >= 1, "at least 1 channel"),
+}
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    return trainer.main(sys.modules[__name__], build_model, argv, rules=RULES)
+
+
+if __name__ == "__main__":
+    main()
