@@ -49,10 +49,12 @@ DEFAULTS: dict[str, Any] = {
     "DATASET": "imagenette",  # imagenette or imagewoof
     "DATASET_SIZE": "160",  # archive: 160, 320 or full (pixels of the short side)
     "DATA_PATH": "",  # an archive or extracted folder you already have ('' = download)
+    "DATA_DIR": "",  # where downloads and the decoded cache go ('' = data/ in this repository)
     "IMAGE_DIM": 128,  # training crop, pixels
     "EVAL_IMAGE_DIM": 0,  # evaluation size, pixels (0 = IMAGE_DIM)
     "CACHE_DIM": 0,  # side of the decoded uint8 cache, pixels (0 = 1.25 x the larger of the two)
     "MIN_SCALE": 0.35,  # random-resized-crop: smallest area fraction kept
+    "HFLIP": True,  # random horizontal flips
     "EVAL_CROP": 0.875,  # evaluation centre crop as a fraction of the short side (224/256)
     # --- optimisation
     "NUM_EPOCHS": 5,
@@ -76,10 +78,10 @@ DEFAULTS: dict[str, Any] = {
     "SEED": 0,
     "DEVICE": "auto",  # auto (cuda if present, else cpu), cuda, cuda:1, cpu
     "AMP": "bf16",  # autocast: bf16, fp16 (cuda) or off
-    "CHANNELS_LAST": True,  # cuda: NHWC memory layout for faster convolutions
+    "CHANNELS_LAST": True,  # NHWC memory layout: faster convolutions (GPU and CPU)
     "COMPILE": False,  # torch.compile the model (slow first epoch, faster after)
     "DECODE_WORKERS": 0,  # processes decoding the image cache (0 = one per core)
-    "RUNS_DIR": "runs",  # logs, plots and checkpoints go to RUNS_DIR/<model>/<timestamp>/
+    "RUNS_DIR": "",  # logs, plots, checkpoints: RUNS_DIR/<model>/<timestamp>/ ('' = runs/ in this repository)
     "RESUME": "",  # a checkpoint (last.pt) to continue from
 }
 
@@ -191,9 +193,10 @@ def _dims(cfg: dict[str, Any]) -> tuple[int, int, int]:
 
 def load_data(cfg: dict[str, Any]) -> tuple[ImageSet, ImageSet]:
     """The dataset the constants name, as two in-memory uint8 sets (decoded once, then cached)."""
-    folder = prepare_dataset(cfg["DATASET"], cfg["DATASET_SIZE"], source=cfg["DATA_PATH"] or None)
+    root = Path(cfg["DATA_DIR"]).resolve() if cfg["DATA_DIR"] else DATA_ROOT
+    folder = prepare_dataset(cfg["DATASET"], cfg["DATASET_SIZE"], root, source=cfg["DATA_PATH"] or None)
     *_, cache_dim = _dims(cfg)
-    cache_dir = DATA_ROOT / "cache"
+    cache_dir = root / "cache"
     train_set = build_cache(folder, "train", cache_dim, cache_dir, workers=cfg["DECODE_WORKERS"])
     val_set = build_cache(folder, "val", cache_dim, cache_dir, workers=cfg["DECODE_WORKERS"])
     if train_set.classes != val_set.classes:
@@ -238,12 +241,14 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str,
     train_dim, eval_dim, _ = _dims(cfg)
 
     raw_model = model.to(device)
-    channels_last = cfg["CHANNELS_LAST"] and cuda
+    # NHWC is faster for convolutions on CUDA tensor cores and, with bf16, on this CPU's oneDNN
+    # too (ResNet-18 at 64 px on 2 cores: about 280 images/s against 165 in NCHW).
+    channels_last = cfg["CHANNELS_LAST"]
     if channels_last:
         raw_model = raw_model.to(memory_format=torch.channels_last)
     train_loader = BatchLoader(train_set, cfg["BATCH_SIZE"], train=True, image_dim=train_dim, device=device,
                                seed=cfg["SEED"], rank=rank, world_size=world,
-                               scale=(cfg["MIN_SCALE"], 1.0), channels_last=channels_last)
+                               scale=(cfg["MIN_SCALE"], 1.0), hflip=cfg["HFLIP"], channels_last=channels_last)
     val_loader = BatchLoader(val_set, cfg["BATCH_SIZE"], train=False, image_dim=eval_dim, device=device,
                              rank=rank, world_size=world, eval_crop=cfg["EVAL_CROP"],
                              channels_last=channels_last)
@@ -283,7 +288,12 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str,
             print(f"resumed from {cfg['RESUME']} at epoch {start_epoch + 1}, step {start_step}")
     if run_dir is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = _abs(cfg["RUNS_DIR"]) / name / stamp
+        runs = Path(cfg["RUNS_DIR"]).resolve() if cfg["RUNS_DIR"] else REPO / "runs"
+        run_dir = runs / name / stamp
+        k = 1
+        while run_dir.exists():  # two runs started within the same second
+            k += 1
+            run_dir = runs / name / f"{stamp}-{k}"
     if main_proc:
         run_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(run_dir / "config.json", json.dumps(cfg, indent=2, default=str))
@@ -740,11 +750,6 @@ def _setup_logging(rank: int) -> None:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # font-cache chatter
-
-
-def _abs(p: str | Path) -> Path:
-    p = Path(p)
-    return p if p.is_absolute() else REPO / p
 
 
 def _rel(p: Path) -> str:
