@@ -61,10 +61,16 @@ class ImageSet:
                              f"{self.images.dtype}")
         if len(self.labels) != len(self.images):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if self.labels.ndim != 1 or self.labels.is_floating_point() or (len(self.labels) and self.labels.min() < 0):
+            raise ValueError(f"labels must be (N,) integers >= 0, got {tuple(self.labels.shape)} {self.labels.dtype}")
         if self.aspect is None:
             self.aspect = torch.ones(len(self.images))
+        if self.aspect.shape != (len(self.images),):
+            raise ValueError(f"{len(self.images)} images but aspect of shape {tuple(self.aspect.shape)}")
         if not self.classes:
             self.classes = [str(c) for c in range(int(self.labels.max()) + 1 if len(self.labels) else 0)]
+        if len(self.labels) and int(self.labels.max()) >= len(self.classes):
+            raise ValueError(f"label {int(self.labels.max())} but only {len(self.classes)} classes")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -220,7 +226,7 @@ def _load(npy: Path, meta_path: Path) -> ImageSet:
     # copy-on-write map: pages load lazily, and torch gets a writable array (no warning)
     images = torch.from_numpy(np.load(npy, mmap_mode="c"))
     if meta["keep"] is not None:  # drop the rows of skipped files (their slots are zeros)
-        images = images[torch.tensor(meta["keep"])]
+        images = images[torch.tensor(meta["keep"], dtype=torch.int64)]
     return ImageSet(images=images, labels=torch.tensor(meta["labels"], dtype=torch.int64),
                     aspect=torch.tensor(meta["aspect"], dtype=torch.float32),
                     classes=meta["classes"], skipped=meta["skipped"])
