@@ -1,0 +1,164 @@
+"""How fast is the data pipeline? torchvision's usual one against this project's, on the same JPEGs.
+
+    python -m common.bench_data [--folder PATH] [--image-dim 64] [--batch-size 128] [--workers 2]
+                                [--device auto] [--epochs 2] [--generate N]
+
+(a) the usual way: ``ImageFolder`` + PIL transforms (RandomResizedCrop, RandomHorizontalFlip,
+    ToTensor, Normalize) + ``DataLoader`` with ``--workers`` processes; one epoch of the train
+    split, every batch moved to the device.
+(b) this project's way: ``build_cache`` into a fresh (cold) cache folder, timed on its own, then
+    ``BatchLoader(train=True)`` for ``--epochs`` epochs on the device (same crop scale, flip and
+    normalisation, done in batch by grid_sample).
+
+``--folder`` reads an extracted dataset (``<folder>/train/<class>/<image>``, e.g.
+data/imagenette2-160 or /work/shared/data/imagenette2-224); without it, ``--generate N`` JPEGs at
+Imagenette-160-like sizes (213 x 160 and 160 x 213) are written to a temporary folder first.
+Before timing, every JPEG is read once so that both ways find the files in the OS page cache
+and neither pays for the disk. Report the machine's load with the figures: on a shared machine
+both ways compete for the same cores.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from common.cache import IMAGE_EXTENSIONS, build_cache
+from common.loader import IMAGENET_MEAN, IMAGENET_STD, BatchLoader
+
+SCALE = (0.35, 1.0)  # RandomResizedCrop's area range: the project's default in both ways
+SIZES = ((213, 160), (160, 213))  # (width, height) of generated images, as in imagenette2-160
+
+
+def generate_jpegs(root: Path, n: int, n_classes: int = 10, seed: int = 0) -> Path:
+    """Write n JPEGs as ``root/train/<class>/<k>.JPEG``; return root.
+
+    Each image is a coarse random pattern upscaled (smooth, like a photo, not white noise that
+    would make JPEG decoding unrealistically slow) plus a little fine noise.
+    """
+    rng = np.random.default_rng(seed)
+    for k in range(n):
+        d = root / "train" / f"n{k % n_classes:08d}"
+        d.mkdir(parents=True, exist_ok=True)
+        w, h = SIZES[k % 2]
+        coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+        noise = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        Image.blend(coarse, noise, 0.1).save(d / f"{k:06d}.JPEG", quality=90)
+    return root
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_torchvision(folder: Path, image_dim: int, batch_size: int, workers: int,
+                      device: torch.device) -> tuple[int, float]:
+    """(a): one epoch of ImageFolder + PIL transforms + DataLoader; return (images, seconds)."""
+    from torchvision import datasets, transforms
+
+    transform = transforms.Compose([
+        transforms.RandomResizedCrop(image_dim, scale=SCALE),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+    start = time.perf_counter()  # the clock includes the folder scan and the workers' start
+    dataset = datasets.ImageFolder(str(folder / "train"), transform)
+    loader = torch.utils.data.DataLoader(dataset, batch_size, shuffle=True, drop_last=True,
+                                         num_workers=workers, pin_memory=device.type == "cuda",
+                                         persistent_workers=workers > 0)
+    n = 0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        n += len(x)
+    synchronize(device)
+    return n, time.perf_counter() - start
+
+
+def bench_cache(folder: Path, image_dim: int, batch_size: int, workers: int, device: torch.device,
+                epochs: int) -> tuple[float, float, list[tuple[int, float]]]:
+    """(b): a cold cache build, the loader's setup, then ``epochs`` epochs of BatchLoader.
+
+    Returns (build seconds, setup seconds, [(images, seconds) per epoch]).
+    """
+    resolution = 16 * math.ceil(1.25 * image_dim / 16)  # as common/trainer.py sizes the cache
+    with tempfile.TemporaryDirectory(prefix="bench-cache-") as cache_dir:
+        start = time.perf_counter()
+        data = build_cache(folder, "train", resolution, Path(cache_dir), workers=max(workers, 1))
+        build_s = time.perf_counter() - start
+
+        start = time.perf_counter()  # the whole split copied to the device once, channels first
+        loader = BatchLoader(data, batch_size, train=True, image_dim=image_dim, device=device, scale=SCALE)
+        synchronize(device)
+        setup_s = time.perf_counter() - start
+
+        runs = []
+        for epoch in range(epochs):
+            loader.set_epoch(epoch)
+            start, n = time.perf_counter(), 0
+            for x, y in loader:
+                n += len(x)
+            synchronize(device)
+            runs.append((n, time.perf_counter() - start))
+    return build_s, setup_s, runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--folder", type=Path, help="an extracted dataset holding train/<class>/<image>")
+    parser.add_argument("--image-dim", type=int, default=64, help="side of the training crops, pixels")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers, and cache decode processes")
+    parser.add_argument("--device", default="auto", help="auto (cuda if there is one), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--epochs", type=int, default=2, help="BatchLoader epochs timed in (b)")
+    parser.add_argument("--generate", type=int, default=2000, help="JPEGs to generate when no --folder")
+    args = parser.parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if args.device == "auto" else args.device)
+
+    with tempfile.TemporaryDirectory(prefix="bench-jpegs-") as tmp:
+        if args.folder is None:
+            start = time.perf_counter()
+            folder = generate_jpegs(Path(tmp), args.generate)
+            print(f"generated {args.generate} JPEGs (213x160 / 160x213) in {time.perf_counter() - start:.1f} s")
+        else:
+            folder = args.folder
+        files = [p for p in (folder / "train").rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS]
+        megabytes = sum(len(p.read_bytes()) for p in files) / 2**20  # into the OS page cache
+        print(f"data: {folder}/train, {len(files)} images, {megabytes:.0f} MiB | device: {device} | "
+              f"image_dim {args.image_dim}, batch {args.batch_size}, workers {args.workers}, "
+              f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
+              f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+        n_a, s_a = bench_torchvision(folder, args.image_dim, args.batch_size, args.workers, device)
+        rate_a = n_a / s_a
+        print(f"(a) ImageFolder + PIL + DataLoader:  {n_a} images in {s_a:.2f} s = {rate_a:,.0f} images/s (1 epoch)")
+
+        build_s, setup_s, runs = bench_cache(folder, args.image_dim, args.batch_size, args.workers,
+                                             device, args.epochs)
+        n_b, s_b = sum(n for n, _ in runs), sum(s for _, s in runs)
+        rate_b = n_b / s_b
+        per_epoch = ", ".join(f"{n / s:,.0f}" for n, s in runs)
+        print(f"(b) cache build (cold):              {build_s:.2f} s = {len(files) / build_s:,.0f} images/s decoded")
+        print(f"    BatchLoader setup (to {device.type}):      {setup_s:.2f} s")
+        print(f"    BatchLoader:                     {n_b} images in {s_b:.2f} s = {rate_b:,.0f} images/s "
+              f"({len(runs)} epochs: {per_epoch})")
+        print(f"(b)/(a) throughput:                  {rate_b / rate_a:.1f} x")
+        print(f"cache build vs one epoch of (a):     {build_s:.2f} s vs {s_a:.2f} s = {build_s / s_a:.2f} x")
+        saved = s_a - n_a / rate_b  # seconds (b) saves per epoch once its cache exists
+        if saved > 0:
+            print(f"break-even: (b), cache build and setup included, is ahead from epoch "
+                  f"{math.ceil((build_s + setup_s) / saved)} on")
+        print(f"load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""Tests of common/loader.py: batches of an in-memory ImageSet, augmented in batch.
+
+Images are built so that their pixels say what they are (a constant value = their index, a
+ramp along x), so a test can read back from a batch which image it is, where it was cropped
+and whether it was flipped.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from common.cache import ImageSet
+from common.loader import IMAGENET_MEAN, IMAGENET_STD, BatchLoader, shard_indices
+
+MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def to_pixels(x: torch.Tensor) -> torch.Tensor:
+    """Undo the normalisation: back to [0, 255] floats."""
+    return (x * STD + MEAN) * 255
+
+
+def indexed_set(n: int = 37, side: int = 12, n_classes: int = 5) -> ImageSet:
+    """Image i is the constant value i (n <= 256), label i % n_classes: any crop names it."""
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, side, side, 3).clone()
+    return ImageSet(images, torch.arange(n) % n_classes)
+
+
+def ids(x: torch.Tensor) -> torch.Tensor:
+    """Which image of indexed_set each sample of a batch is (constant images stay constant)."""
+    pix = to_pixels(x)
+    assert (pix.amax(dim=(1, 2, 3)) - pix.amin(dim=(1, 2, 3))).max() < 1e-3
+    return pix[:, 0, 0, 0].round().long()
+
+
+def random_set(n: int = 24, side: int = 16, seed: int = 0, aspect: float | None = None) -> ImageSet:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, side, side, 3), dtype=torch.uint8, generator=g)
+    return ImageSet(images, torch.arange(n) % 4, None if aspect is None else torch.full((n,), aspect))
+
+
+def ramp_set(n: int, side: int, axis: int, aspect: float = 1.0) -> ImageSet:
+    """Every image a ramp of 10 * position + 5 along ``axis`` (2: x, 1: y) of the stored square."""
+    pos = torch.arange(side, dtype=torch.float32) * 10 + 5
+    ramp = pos.view(1, 1, side, 1) if axis == 2 else pos.view(1, side, 1, 1)
+    images = ramp.expand(n, side, side, 3).to(torch.uint8).clone()
+    return ImageSet(images, torch.zeros(n, dtype=torch.int64), torch.full((n,), aspect))
+
+
+def epoch(loader: BatchLoader, e: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    loader.set_epoch(e)
+    return list(loader)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches: shape, dtype, range, labels
+# ---------------------------------------------------------------------------------------------
+
+
+def test_shapes_dtype_and_length() -> None:
+    data = random_set(n=24, side=16)
+    for train, drop_last, sizes in ((True, True, [10, 10]), (True, False, [10, 10, 4]),
+                                    (False, False, [10, 10, 4])):
+        loader = BatchLoader(data, 10, train=train, image_dim=8, drop_last=drop_last)
+        batches = list(loader)
+        assert len(loader) == len(batches) == len(sizes)
+        for (x, y), b in zip(batches, sizes):
+            assert x.shape == (b, 3, 8, 8) and x.dtype == torch.float32
+            assert y.shape == (b,) and y.dtype == torch.int64
+    assert len(BatchLoader(data, 10, train=True, image_dim=8)) == 2  # train drops the last by default
+    assert len(BatchLoader(data, 10, train=False, image_dim=8)) == 3  # eval keeps it
+
+
+def test_values_are_normalised() -> None:
+    data = random_set(n=32, side=16)
+    for train in (True, False):
+        x, _ = next(iter(BatchLoader(data, 32, train=train, image_dim=12)))
+        lo, hi = (0 - MEAN) / STD, (1 - MEAN) / STD  # where [0, 1] lands per channel
+        assert (x >= lo - 1e-4).all() and (x <= hi + 1e-4).all()
+        pix = to_pixels(x) / 255
+        assert pix.min() > -1e-4 and pix.max() < 1 + 1e-4
+        assert 0.4 < pix.mean() < 0.6 and pix.std() > 0.15  # uniform noise, not squashed to a colour
+        assert abs(x.mean().item()) < 0.5  # roughly centred, as normalisation means
+
+
+def test_labels_follow_their_images() -> None:
+    data = indexed_set(n=37, n_classes=5)
+    for train in (True, False):
+        for x, y in BatchLoader(data, 8, train=train, image_dim=6, seed=3):
+            assert torch.equal(y, ids(x) % 5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Epochs: coverage, permutation, seed, resume, shards
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_image_once_per_epoch_and_new_order_each_epoch() -> None:
+    data = indexed_set(n=37)
+    loader = BatchLoader(data, 8, train=True, image_dim=6, drop_last=False)
+    orders = []
+    for e in range(3):
+        seen = torch.cat([ids(x) for x, _ in epoch(loader, e)])
+        assert sorted(seen.tolist()) == list(range(37))
+        orders.append(seen)
+    assert not torch.equal(orders[0], orders[1]) and not torch.equal(orders[1], orders[2])
+    assert not torch.equal(orders[0], torch.arange(37))  # shuffled
+    assert torch.equal(torch.cat([ids(x) for x, _ in epoch(loader, 1)]), orders[1])  # replayable
+
+
+def test_same_seed_same_batches_other_seed_other_batches() -> None:
+    data = random_set(n=24, side=16)
+
+    def noise(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return x + torch.rand(1, generator=g), y  # an extra drawing from the step's generator
+
+    def run(seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return epoch(BatchLoader(data, 8, train=True, image_dim=12, seed=seed, extras=[noise]), 2)
+
+    a, b, c = run(7), run(7), run(8)
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
+    assert not any(torch.equal(xa, xc) for (xa, _), (xc, _) in zip(a, c))
+
+
+def test_resume_from_a_step() -> None:
+    """A restarted run (a fresh loader) that starts at step k gets batches k.. of the epoch."""
+    data = random_set(n=40, side=16)
+
+    def loader() -> BatchLoader:
+        fresh = BatchLoader(data, 6, train=True, image_dim=12, seed=1, drop_last=False)
+        fresh.set_epoch(3)
+        return fresh
+
+    full = list(loader())
+    assert len(full) == 7
+    for k in (0, 1, 4, 6, 7):
+        resumed = list(loader().iterate(start_step=k))
+        assert len(resumed) == len(full) - k
+        for (x, y), (fx, fy) in zip(resumed, full[k:]):
+            assert torch.equal(x, fx) and torch.equal(y, fy)
+
+
+def test_two_ranks_split_the_set() -> None:
+    data = indexed_set(n=37)
+
+    def rank_ids(rank: int, drop_last: bool, train: bool = True) -> list[list[int]]:
+        loader = BatchLoader(data, 4, train=train, image_dim=6, seed=5, rank=rank, world_size=2,
+                             drop_last=drop_last)
+        batches = [ids(x).tolist() for x, _ in epoch(loader, 1)]
+        assert len(batches) == len(loader)
+        return batches
+
+    for train in (True, False):  # all of it, no overlap
+        r0, r1 = (sum(rank_ids(r, False, train), []) for r in (0, 1))
+        assert not set(r0) & set(r1) and sorted(r0 + r1) == list(range(37))
+        assert len(r0) == 19 and len(r1) == 18
+    r0, r1 = rank_ids(0, True), rank_ids(1, True)  # DDP: same number of full steps on each rank
+    assert len(r0) == len(r1) == 4 and all(len(b) == 4 for b in r0 + r1)
+    assert not set(sum(r0, [])) & set(sum(r1, []))
+    # the ranks agree on the permutation: their shards interleave back into one epoch
+    assert torch.equal(torch.stack([shard_indices(37, 1, 5, r, 2, equal=True) for r in (0, 1)], 1).flatten(),
+                       shard_indices(37, 1, 5)[:36])
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry: eval centre crop, identity crop, flips
+# ---------------------------------------------------------------------------------------------
+
+
+def test_eval_is_deterministic_and_identity_on_a_square_source() -> None:
+    data = random_set(n=10, side=16)
+    loader = BatchLoader(data, 4, train=False, image_dim=16, eval_crop=1.0, seed=0)
+    x = torch.cat([x for x, _ in loader])
+    assert torch.allclose(to_pixels(x), data.images.permute(0, 3, 1, 2).float(), atol=1.01)
+    again = torch.cat([x for x, _ in epoch(BatchLoader(data, 4, train=False, image_dim=16,
+                                                       eval_crop=1.0, seed=9), 5)])
+    assert torch.equal(x, again)  # neither the seed nor the epoch changes eval batches
+    default = BatchLoader(data, 10, train=False, image_dim=12)  # eval_crop 0.875
+    assert torch.equal(next(iter(default))[0], next(iter(default))[0])
+
+
+def test_eval_crop_undoes_the_squash() -> None:
+    """A source twice as wide as high, squashed into the square: the centre crop (of the short
+    side) is the central half of the stored width, all of its height; and the other way round."""
+    side, dim = 16, 8
+    wide = BatchLoader(ramp_set(2, side, axis=2, aspect=2.0), 2, train=False, image_dim=dim, eval_crop=1.0)
+    x = to_pixels(next(iter(wide))[0])  # (2, 3, 8, 8)
+    centre = torch.arange(side // 4, 3 * side // 4) * 10.0 + 5  # stored columns 4..11
+    assert torch.allclose(x, centre.view(1, 1, 1, dim).expand_as(x), atol=1.01)
+
+    tall = BatchLoader(ramp_set(2, side, axis=1, aspect=0.5), 2, train=False, image_dim=dim, eval_crop=1.0)
+    x = to_pixels(next(iter(tall))[0])
+    assert torch.allclose(x, centre.view(1, 1, dim, 1).expand_as(x), atol=1.01)
+
+    # without the aspect (a square source) the same stored image is resized whole: 2 columns -> 1
+    square = BatchLoader(ramp_set(2, side, axis=2), 2, train=False, image_dim=dim, eval_crop=1.0)
+    x = to_pixels(next(iter(square))[0])
+    whole = torch.arange(dim) * 20.0 + 10  # the mean of columns 2k and 2k + 1
+    assert torch.allclose(x, whole.view(1, 1, 1, dim).expand_as(x), atol=1.01)
+
+
+def test_full_crop_without_flip_is_the_identity() -> None:
+    data = random_set(n=12, side=16, aspect=1.0)
+    loader = BatchLoader(data, 6, train=True, image_dim=16, scale=(1, 1), ratio=(1, 1), hflip=False,
+                         drop_last=False, seed=4)
+    for e in range(2):
+        loader.set_epoch(e)
+        for x, y in loader:
+            src = data.images[y.new_tensor([_find(data, xi) for xi in x])].permute(0, 3, 1, 2).float()
+            assert torch.allclose(to_pixels(x), src, atol=1e-2)
+
+
+def _find(data: ImageSet, x: torch.Tensor) -> int:
+    """Index of the stored image that ``x`` (one normalised sample) reproduces."""
+    err = (to_pixels(x[None]) - data.images.permute(0, 3, 1, 2).float()).abs().flatten(1).amax(1)
+    return int(err.argmin())
+
+
+def test_hflip_flips_about_half() -> None:
+    n, side = 256, 8
+    data = ramp_set(n, side, axis=2)
+    loader = BatchLoader(data, n, train=True, image_dim=side, scale=(1, 1), ratio=(1, 1), seed=2)
+    x = to_pixels(next(iter(loader))[0])
+    ramp = data.images[0].permute(2, 0, 1).float()
+    same = (x - ramp).abs().flatten(1).amax(1) < 1e-2
+    flipped = (x - ramp.flip(-1)).abs().flatten(1).amax(1) < 1e-2
+    assert (same ^ flipped).all()  # each one is the image or its mirror, nothing in between
+    assert 96 < int(flipped.sum()) < 160  # p = 0.5: 128 +- 4 sigma
+    no_flip = BatchLoader(data, n, train=True, image_dim=side, scale=(1, 1), ratio=(1, 1), hflip=False)
+    assert torch.allclose(to_pixels(next(iter(no_flip))[0]), ramp.expand(n, -1, -1, -1), atol=1e-2)
+
+
+def test_random_crop_size_is_torchvisions_in_the_source_geometry() -> None:
+    """With scale and ratio pinned, each crop covers area fraction s of the *source* with
+    width / height = r in source pixels, whatever the squash: read back from a 2-D ramp."""
+    side, dim, n = 32, 8, 16
+    pos = torch.arange(side, dtype=torch.float32) * 8 + 4
+    images = torch.stack([pos.view(1, side).expand(side, side), pos.view(side, 1).expand(side, side),
+                          torch.zeros(side, side)], dim=-1).to(torch.uint8)  # R: x ramp, G: y ramp
+
+    def crop_fractions(aspect: float, s: float, r: float) -> tuple[torch.Tensor, torch.Tensor]:
+        data = ImageSet(images.expand(n, -1, -1, -1).clone(), torch.zeros(n, dtype=torch.int64),
+                        torch.full((n,), aspect))
+        x = to_pixels(next(iter(BatchLoader(data, n, train=True, image_dim=dim, scale=(s, s),
+                                            ratio=(r, r), hflip=False, seed=3)))[0])
+        per_fraction = 8 * side * (dim - 1) / dim  # ramp span of a crop of fraction 1
+        return ((x[:, 0, :, -1] - x[:, 0, :, 0]).mean(1) / per_fraction,
+                (x[:, 1, -1, :] - x[:, 1, 0, :]).mean(1) / per_fraction)
+
+    for aspect, s, r in ((2.0, 0.25, 1.0), (2.0, 0.25, 2.0), (0.5, 0.3, 0.75), (1.0, 0.4, 4 / 3)):
+        fw, fh = crop_fractions(aspect, s, r)  # fractions of the stored (squashed) width, height
+        assert torch.allclose(fw * fh, torch.full((n,), s), atol=1e-3)  # area fraction s
+        assert torch.allclose(fw / fh * aspect, torch.full((n,), r), atol=1e-3)  # w / h in the source
+    # a crop that cannot fit (the whole area at ratio 1 of a 2:1 source) shrinks to the largest
+    # one that does, keeping the ratio: the source's full height, half the stored width
+    fw, fh = crop_fractions(2.0, 1.0, 1.0)
+    assert torch.allclose(fw, torch.full((n,), 0.5), atol=1e-3) and torch.allclose(fh, torch.ones(n), atol=1e-3)
+
+
+def test_random_crop_stays_inside_the_image() -> None:
+    """Small crops of a wide source still sample inside it: x ramp values stay in its range,
+    and crops differ (zoom and position are random)."""
+    data = ramp_set(64, 16, axis=2, aspect=4 / 3)
+    x = to_pixels(next(iter(BatchLoader(data, 64, train=True, image_dim=8, scale=(0.1, 0.5), seed=1)))[0])
+    assert x.min() >= 5 - 1e-3 and x.max() <= 155 + 1e-3
+    widths = (x[..., -1] - x[..., 0]).abs().mean(dim=(1, 2))  # how much of the ramp each crop spans
+    assert widths.max() < 150 * 0.8 and widths.std() > 1  # never the whole width; varied zoom
+
+
+# ---------------------------------------------------------------------------------------------
+# Hooks and layout
+# ---------------------------------------------------------------------------------------------
+
+
+def test_extras_get_the_batch_and_can_replace_labels() -> None:
+    data = indexed_set(n=20, n_classes=4)
+    calls: list[tuple[torch.Tensor, torch.Tensor, torch.Generator]] = []
+
+    def record(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append((x.clone(), y.clone(), g))
+        return x, y
+
+    def soft_targets(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return x * 0, torch.nn.functional.one_hot(y, 4).float() * 0.9 + 0.025  # smoothing, say
+
+    loader = BatchLoader(data, 5, train=True, image_dim=6, extras=[record, soft_targets])
+    for x, y in loader:
+        xs, ys, g = calls[-1]
+        assert isinstance(g, torch.Generator)
+        assert xs.shape == (5, 3, 6, 6) and xs.dtype == torch.float32
+        assert torch.equal(ys, ids(xs) % 4)  # normalised images and their integer labels
+        assert torch.equal(x, torch.zeros_like(x))  # the hooks' output is what comes out
+        assert y.shape == (5, 4) and torch.allclose(y.argmax(1), ys) and torch.allclose(y.sum(1), torch.ones(5))
+    assert len(calls) == len(loader) == 4
+
+    calls.clear()
+    list(BatchLoader(data, 5, train=False, image_dim=6, extras=[record]))
+    assert calls == []  # eval batches are never augmented
+
+
+def test_channels_last() -> None:
+    data = random_set(n=8, side=16)
+    for train in (True, False):
+        x, _ = next(iter(BatchLoader(data, 4, train=train, image_dim=8, channels_last=True)))
+        assert x.is_contiguous(memory_format=torch.channels_last) and x.shape == (4, 3, 8, 8)
+        x, _ = next(iter(BatchLoader(data, 4, train=train, image_dim=8)))
+        assert x.is_contiguous()
