@@ -112,20 +112,28 @@ class BatchLoader:
                             shuffle=self.train, equal=self.drop_last)
         for step in range(start_step, len(self)):
             b = idx[step * self.batch_size:(step + 1) * self.batch_size]
-            y = self.labels[b.to(self.device)]
+            b_dev = self._to_device(b)
+            y = self.labels[b_dev]
             if self.train:
                 g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, step, self.rank))
-                x = self._augment(b, g)
+                x = self._augment(b, b_dev, g)
                 x = x * self._mul + self._add
                 for extra in self.extras:
                     x, y = extra(x, y, g)
             else:
-                x = self.images[b.to(self.device)].float() * self._mul + self._add
+                x = self.images[b_dev].float() * self._mul + self._add
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y
 
-    def _augment(self, b: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """CPU -> device without stalling: a plain copy from pageable memory waits for the GPU's
+        queue to drain; one from pinned memory is queued behind the work already there."""
+        if self.device.type != "cuda":
+            return t
+        return t.pin_memory().to(self.device, non_blocking=True)
+
+    def _augment(self, b: torch.Tensor, b_dev: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """Random-resized-crop + flip of a batch, in one sampling pass; float in [0, 255]."""
         n = len(b)
         aspect = self.aspect[b]
@@ -144,7 +152,7 @@ class BatchLoader:
         cx = (torch.rand(n, generator=g) * 2 - 1) * (1 - fw)
         cy = (torch.rand(n, generator=g) * 2 - 1) * (1 - fh)
         flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if self.hflip else torch.ones(n)
-        return self._sample(self.images[b.to(self.device)], fw * flip, fh, cx, cy)
+        return self._sample(self.images[b_dev], fw * flip, fh, cx, cy)
 
     def _sample(self, src: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, cx: torch.Tensor,
                 cy: torch.Tensor) -> torch.Tensor:
@@ -153,7 +161,7 @@ class BatchLoader:
         theta = torch.zeros(n, 2, 3)
         theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, cx, sy, cy
         d = self.image_dim
-        grid = F.affine_grid(theta.to(self.device), [n, 3, d, d], align_corners=False)
+        grid = F.affine_grid(self._to_device(theta), [n, 3, d, d], align_corners=False)
         return F.grid_sample(src.float(), grid, mode="bilinear", padding_mode="reflection",
                              align_corners=False)
 
