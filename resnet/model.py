@@ -7,16 +7,17 @@ Performance on ImageNet Classification". arXiv:1502.01852 (2015).
 Optional zero-init of the last BN in each residual branch from Goyal et al. "Accurate, Large
 Minibatch SGD: Training ImageNet in 1 Hour". arXiv:1706.02677 (2017).
 
-The file follows the paper: the two residual blocks (Sec. 3.3, Fig. 5), the projection shortcut
-(Sec. 3.3, option B), Table 1 as data, the network (Sec. 3.4) and its init, then the builders.
+The file follows the paper: the shortcuts (Sec. 3.3, options A/B/C of Table 3), the two residual
+blocks (Sec. 3.3, Fig. 5), Table 1 as data, the network (Sec. 3.4) and its init, then the builders.
 The plain baselines of Sec. 4.1 are the same networks with ``residual=False``.
 
 Deviations / options, each named again where it happens:
 - ``stride_in_1x1=False`` moves the bottleneck's stride from the first 1x1 (the paper and its
   Caffe release) to the 3x3, as torchvision's "ResNet v1.5" does. Default is the paper.
 - The fc initialisation is not stated by the paper; see ``ResNet._init_weights``.
-- Every shortcut that changes shape is a projection (option B) -- also in the plain-vs-residual
-  comparison, where the paper used option A (zero padding, no extra parameters; Sec. 4.1).
+- The default ``shortcut="B"`` projects every shortcut that changes shape -- also for
+  ResNet-18/34, whose plain-vs-residual comparison (Sec. 4.1, Table 2, Fig. 4) the paper ran with
+  option A (zero padding, no extra parameters). Pass ``shortcut="A"`` to reproduce it.
 """
 
 from __future__ import annotations
@@ -38,9 +39,59 @@ def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False)
 
 
+# Table 3: the shortcut options compared on ResNet-34; A and B from Sec. 3.3, C from Sec. 4.1.
+SHORTCUT_OPTIONS = {
+    "A": "zero-padding for increasing dimensions, all shortcuts parameter-free",
+    "B": "projections for increasing dimensions, other shortcuts identity",
+    "C": "all shortcuts are projections",
+}
+
+
 def projection(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
-    """Projection shortcut W_s x of Eq. 2: a strided 1x1 conv + BN (Sec. 3.3, option B)."""
+    """Projection shortcut W_s x of Eq. 2: a strided 1x1 conv + BN (Sec. 3.3, options B, C)."""
     return nn.Sequential(conv1x1(in_ch, out_ch, stride), nn.BatchNorm2d(out_ch))
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A (Sec. 3.3): "the shortcut still performs identity mapping, with extra zero entries
+    padded for increasing dimensions ... when the shortcuts go across feature maps of two sizes,
+    they are performed with a stride of 2". No parameters, no multiply-adds.
+
+    The paper does not say where the zeros go; we append them after the input's channels.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        if out_ch < in_ch:
+            raise ValueError(f"option A can only add channels, not go {in_ch} -> {out_ch}")
+        self.extra, self.stride = out_ch - in_ch, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, C_in, H, W)
+        x = x[:, :, :: self.stride, :: self.stride]  # (B, C_in, H/s, W/s)  every s-th position
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra))  # (B, C_out, H/s, W/s)  new channels = 0
+
+    def extra_repr(self) -> str:
+        return f"extra_channels={self.extra}, stride={self.stride}"
+
+
+def check_shortcut_option(option: str) -> None:
+    if option not in SHORTCUT_OPTIONS:
+        raise ValueError(f"shortcut must be one of {', '.join(SHORTCUT_OPTIONS)} (Table 3), "
+                         f"got {option!r}")
+
+
+def make_shortcut(in_ch: int, out_ch: int, stride: int, option: str) -> nn.Module | None:
+    """The shortcut of a residual block under Table 3's ``option``; None is the identity."""
+    check_shortcut_option(option)
+    changes_shape = stride != 1 or in_ch != out_ch
+    if option == "C":  # Table 3 (C): every shortcut is a projection
+        return projection(in_ch, out_ch, stride)
+    if not changes_shape:  # Eq. 1: identity where the shapes match (A and B)
+        return None
+    if option == "A":  # Table 3 (A): zero-pad and subsample, parameter-free
+        return ZeroPadShortcut(in_ch, out_ch, stride)
+    return projection(in_ch, out_ch, stride)  # Table 3 (B): Eq. 2 where the shape changes
 
 
 class BasicBlock(nn.Module):
@@ -60,6 +111,7 @@ class BasicBlock(nn.Module):
         *,
         residual: bool = True,
         stride_in_1x1: bool = True,  # unused: a BasicBlock has no 1x1; kept for one block API
+        shortcut: str = "B",  # Table 3 option, see make_shortcut
     ) -> None:
         super().__init__()
         out_ch = planes * self.expansion
@@ -69,10 +121,10 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = conv3x3(planes, out_ch)
         self.bn2 = nn.BatchNorm2d(out_ch)  # last BN of the branch: zero-init target (Goyal 5.1)
-        # Sec. 3.3: identity where shapes match, projection (option B) where they do not.
+        # Sec. 3.3: identity where shapes match; where they do not, zero padding (option A) or
+        # a projection (option B); option C projects everywhere (Table 3).
         # Plain nets (residual=False) have no shortcut, so no projection parameters either.
-        needs_proj = residual and (stride != 1 or in_ch != out_ch)
-        self.shortcut: nn.Module | None = projection(in_ch, out_ch, stride) if needs_proj else None
+        self.shortcut = make_shortcut(in_ch, out_ch, stride, shortcut) if residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C_in, H, W)
@@ -80,7 +132,7 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))  # (B, C_out, H/s, W/s)  = F(x)
         if self.residual:
             identity = x if self.shortcut is None else self.shortcut(x)  # (B, C_out, H/s, W/s)
-            out = out + identity  # Eq. 1 / Eq. 2
+            out = out + identity  # Eq. 1 (identity, option A) / Eq. 2 (projection)
         return F.relu(out)  # second nonlinearity after the addition (Sec. 3.2, Fig. 2)
 
 
@@ -100,6 +152,7 @@ class Bottleneck(nn.Module):
         *,
         residual: bool = True,
         stride_in_1x1: bool = True,
+        shortcut: str = "B",  # Table 3 option; the paper uses B for 50/101/152 (Sec. 4.1)
     ) -> None:
         super().__init__()
         out_ch = planes * self.expansion
@@ -115,9 +168,10 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = conv1x1(planes, out_ch)
         self.bn3 = nn.BatchNorm2d(out_ch)  # last BN of the branch: zero-init target (Goyal 5.1)
-        # Sec. 3.3 option B; the first block of conv2_x needs it too (64 -> 256 channels).
-        needs_proj = residual and (stride != 1 or in_ch != out_ch)
-        self.shortcut: nn.Module | None = projection(in_ch, out_ch, stride) if needs_proj else None
+        # Sec. 4.1 "Deeper Bottleneck Architectures": "We use option B for increasing
+        # dimensions"; the first block of conv2_x needs it too (64 -> 256 channels, stride 1).
+        # Option A is allowed here (it then pads 64 -> 256 with zeros) but is not the paper's.
+        self.shortcut = make_shortcut(in_ch, out_ch, stride, shortcut) if residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C_in, H, W)
@@ -126,7 +180,7 @@ class Bottleneck(nn.Module):
         out = self.bn3(self.conv3(out))  # (B, 4*planes, H/s, W/s)  = F(x)
         if self.residual:
             identity = x if self.shortcut is None else self.shortcut(x)  # (B, 4*planes, H/s, W/s)
-            out = out + identity  # Eq. 1 / Eq. 2
+            out = out + identity  # Eq. 1 (identity, option A) / Eq. 2 (projection)
         return F.relu(out)
 
 
@@ -158,10 +212,12 @@ class ResNet(nn.Module):
         residual: bool = True,
         stride_in_1x1: bool = True,
         zero_init_residual: bool = False,
+        shortcut: str = "B",
         width: int = 64,
         in_channels: int = 3,
     ) -> None:
         super().__init__()
+        check_shortcut_option(shortcut)  # here too: a plain net builds no shortcut to check it
         if zero_init_residual and not residual:
             # A plain net has no shortcut to carry the signal: zero gamma would zero every block.
             raise ValueError("zero_init_residual needs residual=True")
@@ -186,6 +242,7 @@ class ResNet(nn.Module):
                         stride if i == 0 else 1,
                         residual=residual,
                         stride_in_1x1=stride_in_1x1,
+                        shortcut=shortcut,  # Sec. 3.3 / Table 3: A, B or C; ignored if plain
                     )
                 )
                 in_ch = planes * block.expansion

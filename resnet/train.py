@@ -30,6 +30,7 @@ MIN_SCALE = 0.35  # random-resized-crop's smallest area (the paper's scale augme
 
 # --- model
 ARCH = "resnet18"  # resnet18/34/50/101/152, or plain18/plain34 (no shortcuts, Sec. 4.1)
+SHORTCUT = "B"  # Table 3: A zero-pads (Fig. 4's ResNets: the plain nets' parameters), B projects where shapes change, C everywhere
 STRIDE_IN_1X1 = True  # bottleneck stride on the first 1x1 (paper); False: on the 3x3 ("ResNet v1.5")
 ZERO_INIT_RESIDUAL = True  # last BN of each residual branch starts at 0 (Goyal et al. 2017, Sec. 5.1)
 WIDTH = 64  # channels of conv1 and conv2_x; later stages x2, x4, x8 (Table 1)
@@ -55,7 +56,7 @@ EMA_DECAY = 0.0  # weight averaging per step (0 = off; e.g. 0.999 for long runs)
 
 def build_model(cfg: dict, num_classes: int):
     """The network the constants describe."""
-    return MODELS[cfg["ARCH"]](num_classes=num_classes, stride_in_1x1=cfg["STRIDE_IN_1X1"],
+    return MODELS[cfg["ARCH"]](num_classes=num_classes, shortcut=cfg["SHORTCUT"], stride_in_1x1=cfg["STRIDE_IN_1X1"],
                                zero_init_residual=cfg["ZERO_INIT_RESIDUAL"] and not cfg["ARCH"].startswith("plain"),
                                width=cfg["WIDTH"])
 
@@ -67,6 +68,7 @@ RULES = {
     "IMAGE_DIM": (lambda v: v >= 32, "at least 32 pixels (the network downsamples 32x)"),
     "EVAL_IMAGE_DIM": (lambda v: v == 0 or v >= 32, "0 (= IMAGE_DIM) or at least 32 pixels"),
     "WIDTH": (lambda v: v >= 1, "at least 1 channel"),
+    "SHORTCUT": (lambda v: v in ("A", "B", "C"), "A, B or C (Table 3)"),
 }
 
 

@@ -10,6 +10,7 @@ options are pinned.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 import pytest
@@ -39,11 +40,17 @@ class Case:
 # plain net does not have. MACs: Table 1's "FLOPs" row, which Sec. 3.3 calls multiply-adds; the
 # plain-34 value is Sec. 3.3's "3.6 billion FLOPs", plain-18 shares Table 1's 18-layer column.
 # Tolerance: Table 1 prints one decimal, which alone allows 0.05e9, but two columns sit a little
-# beyond that: we count 3.664e9 for ResNet-34 and 3.858e9 for ResNet-50 (conv + fc), so the
-# paper's count must differ slightly in convention. 0.07e9 covers every paper-stride model and
-# still rejects every "v1.5" bottleneck net (+0.20e9 to +0.23e9), see test_v15_stride_placement.
+# beyond that with option B shortcuts: we count 3.664e9 for ResNet-34 and 3.858e9 for ResNet-50
+# (conv + fc), so the paper's count must differ slightly in convention. 0.07e9 covers every
+# paper-stride model and still rejects every "v1.5" bottleneck net (+0.20e9 to +0.23e9), see
+# test_v15_stride_placement. With option A (Sec. 3.3, parameter-free shortcuts, as in the paper's
+# ResNet-18/34 of Table 2) ResNet-18/34 count exactly as plain-18/34, 1.795e9 and 3.645e9: inside
+# the rounding alone, so Table 1's 18/34-layer columns (and Sec. 3.3's "3.6 billion") fit option
+# A and the plain nets; those cases use the tighter tolerance.
 RESNET_MAC_TOL = 0.07e9
+RESNET_ROUNDING_TOL = 0.05e9
 RESNET_TINY = {"width": 8}
+RESNET_PLAIN18, RESNET_PLAIN34 = 11_689_512 - 173_824, 21_797_672 - 173_824
 
 MODEL_CASES: list[Case] = [
     Case("resnet18", resnet.resnet18, RESNET_TINY, 11_689_512, 1.8e9, RESNET_MAC_TOL),
@@ -51,8 +58,13 @@ MODEL_CASES: list[Case] = [
     Case("resnet50", resnet.resnet50, RESNET_TINY, 25_557_032, 3.8e9, RESNET_MAC_TOL),
     Case("resnet101", resnet.resnet101, RESNET_TINY, 44_549_160, 7.6e9, RESNET_MAC_TOL),
     Case("resnet152", resnet.resnet152, RESNET_TINY, 60_192_808, 11.3e9, RESNET_MAC_TOL),
-    Case("plain18", resnet.plain18, RESNET_TINY, 11_689_512 - 173_824, 1.8e9, RESNET_MAC_TOL),
-    Case("plain34", resnet.plain34, RESNET_TINY, 21_797_672 - 173_824, 3.6e9, RESNET_MAC_TOL),
+    Case("plain18", resnet.plain18, RESNET_TINY, RESNET_PLAIN18, 1.8e9, RESNET_ROUNDING_TOL),
+    Case("plain34", resnet.plain34, RESNET_TINY, RESNET_PLAIN34, 3.6e9, RESNET_ROUNDING_TOL),
+    # Option A shortcuts (Sec. 3.3, Table 2): the plain nets' parameters (Sec. 4.1), no more.
+    Case("resnet18-A", partial(resnet.resnet18, shortcut="A"), RESNET_TINY, RESNET_PLAIN18, 1.8e9,
+         RESNET_ROUNDING_TOL),
+    Case("resnet34-A", partial(resnet.resnet34, shortcut="A"), RESNET_TINY, RESNET_PLAIN34, 3.6e9,
+         RESNET_ROUNDING_TOL),
 ]
 CASE_IDS = [c.name for c in MODEL_CASES]
 
@@ -249,6 +261,105 @@ def test_zero_init_residual_makes_blocks_identity(builder: Callable[..., nn.Modu
     # default init: no gamma is zero
     d = builder(num_classes=10, width=8)
     assert all(bn.weight.abs().min() > 0 for bn in d.modules() if isinstance(bn, nn.BatchNorm2d))
+
+
+def downsampling_blocks(m: nn.Module) -> list[nn.Module]:
+    """The first block of conv3_x, conv4_x, conv5_x: the ones that halve the size."""
+    return [m.layer2[0], m.layer3[0], m.layer4[0]]
+
+
+def pad_strided(x: torch.Tensor, out_ch: int) -> torch.Tensor:
+    """Option A written out: every 2nd row and column of x, then zero channels up to out_ch."""
+    b, c, h, w = x.shape
+    rows, cols = torch.arange(0, h, 2), torch.arange(0, w, 2)
+    strided = x.index_select(2, rows).index_select(3, cols)
+    return torch.cat([strided, torch.zeros(b, out_ch - c, len(rows), len(cols))], dim=1)
+
+
+@pytest.mark.parametrize("depth", [18, 34])
+def test_option_a_has_exactly_the_plain_parameters(depth: int) -> None:
+    """Sec. 4.1: with option A the ResNets "have no extra parameter compared to the plain
+    counterparts"; only the three downsampling blocks carry a (parameter-free) shortcut."""
+    res = build_meta(resnet.MODELS[f"resnet{depth}"], shortcut="A")
+    plain = build_meta(resnet.MODELS[f"plain{depth}"])
+    assert count_params(res) == count_params(plain)
+    assert [(n, p.shape) for n, p in res.named_parameters()] == [
+        (n, p.shape) for n, p in plain.named_parameters()
+    ]
+    blocks = [b for b in res.modules() if isinstance(b, resnet.BasicBlock)]
+    down = downsampling_blocks(res)
+    assert all(isinstance(b.shortcut, resnet.ZeroPadShortcut) for b in down)
+    assert all(b.shortcut is None for b in blocks if all(b is not d for d in down))
+    # A plain net has no shortcut whichever option is asked for.
+    for option in resnet.SHORTCUT_OPTIONS:
+        p = build_meta(resnet.MODELS[f"plain{depth}"], shortcut=option)
+        assert all(b.shortcut is None for b in p.modules() if isinstance(b, resnet.BasicBlock))
+
+
+def test_option_a_shortcut_is_strided_input_then_zero_channels() -> None:
+    """Sec. 3.3 option A: subsample with stride 2 and pad the extra channels with zeros."""
+    block = resnet.BasicBlock(3, 5, stride=2, shortcut="A")
+    x = torch.arange(3 * 5 * 5, dtype=torch.float32).reshape(1, 3, 5, 5) - 37  # odd side 5
+    y = block.shortcut(x)
+    assert y.shape == (1, 5, 3, 3)  # ceil(5 / 2), as the stride-2 3x3 conv of the branch
+    assert torch.equal(y[0, 0], torch.tensor([[-37.0, -35, -33], [-27, -25, -23], [-17, -15, -13]]))
+    assert torch.equal(y, pad_strided(x, 5))
+    assert torch.equal(y[:, 3:], torch.zeros(1, 2, 3, 3))
+    assert block(x).shape == (1, 5, 3, 3)  # branch and shortcut agree, so Eq. 1 adds
+    assert not list(block.shortcut.parameters())
+    # Bottleneck conv2_x first block: 4 -> 16 channels at stride 1, padding only.
+    bott = resnet.Bottleneck(4, 4, stride=1, shortcut="A")
+    x = torch.randn(2, 4, 6, 6)
+    assert torch.equal(bott.shortcut(x), torch.cat([x, torch.zeros(2, 12, 6, 6)], dim=1))
+    # Bottleneck stage transition (16 -> 32 channels, stride 2), either stride placement.
+    for stride_in_1x1 in (True, False):
+        bott = resnet.Bottleneck(16, 8, stride=2, shortcut="A", stride_in_1x1=stride_in_1x1)
+        x = torch.randn(2, 16, 7, 7)
+        assert torch.equal(bott.shortcut(x), pad_strided(x, 32))
+        assert bott(x).shape == (2, 32, 4, 4)
+
+
+def test_option_c_projects_every_shortcut() -> None:
+    """Table 3 (C): "all shortcuts are projections", 16 of them in ResNet-34."""
+    m = build_meta(resnet.resnet34, shortcut="C")
+    blocks = [b for b in m.modules() if isinstance(b, resnet.BasicBlock)]
+    assert len(blocks) == 16
+    for b in blocks:
+        conv, bn = b.shortcut
+        assert conv.kernel_size == (1, 1) and isinstance(bn, nn.BatchNorm2d)
+    assert count_params(m) > count_params(build_meta(resnet.resnet34))
+
+
+@pytest.mark.parametrize("bad", ["D", "a", "", "option A", None])
+def test_invalid_shortcut_option_raises(bad: Any) -> None:
+    for build in (
+        lambda: resnet.resnet18(shortcut=bad),
+        lambda: resnet.plain18(shortcut=bad),  # refused even though a plain net ignores it
+        lambda: resnet.BasicBlock(8, 16, 2, shortcut=bad),
+        lambda: resnet.Bottleneck(8, 4, 1, shortcut=bad),
+    ):
+        with pytest.raises(ValueError, match="Table 3"):
+            with torch.device("meta"):
+                build()
+    with pytest.raises(ValueError):  # option A can only add channels
+        resnet.ZeroPadShortcut(16, 8, 1)
+
+
+def test_zero_init_residual_with_option_a() -> None:
+    """Goyal et al. Sec. 5.1 with option A: F(x) = 0 at init, so a downsampling block computes
+    relu(pad(x[:, :, ::2, ::2])) and every other block relu(x)."""
+    torch.manual_seed(0)
+    m = resnet.resnet18(num_classes=10, width=8, shortcut="A", zero_init_residual=True)
+    down = downsampling_blocks(m)
+    for train in (True, False):
+        m.train(train)
+        with torch.no_grad():
+            for b in down:
+                x = torch.randn(2, b.conv1.in_channels, 7, 7)
+                assert torch.equal(b(x), torch.relu(pad_strided(x, b.bn2.num_features)))
+            for b in m.layer1:
+                x = torch.randn(2, 8, 8, 8)
+                assert torch.equal(b(x), torch.relu(x))
 
 
 def test_zero_init_residual_refused_for_plain_nets() -> None:
