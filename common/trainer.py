@@ -146,6 +146,9 @@ def main(module: ModuleType, build_model: Callable[[dict[str, Any], int], nn.Mod
     except (DataError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # before training started (download, decoding): nothing to save
+        print("\ninterrupted; a partial download resumes on the next run", file=sys.stderr)
+        sys.exit(130)
 
 
 def _default_notes() -> dict[str, str]:
