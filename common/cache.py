@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.datasets import DATA_ROOT, DataError
+from common.datasets import DATA_ROOT, DataError, locked
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +156,14 @@ def build_cache(folder: Path, split: str, resolution: int, cache_dir: Path = DAT
     npy, meta_path = cache_dir / f"{key}-{fp}.npy", cache_dir / f"{key}-{fp}.json"
     if meta_path.exists() and npy.exists():
         return _load(npy, meta_path)
-
-    for stale in cache_dir.glob(f"{key}-*"):  # same dataset/split/size, older source
-        log.info("source changed: removing stale cache %s", stale.name)
-        stale.unlink(missing_ok=True)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        _write(npy, meta_path, paths, labels, classes, resolution, workers, key)
+        with locked(cache_dir, f".{key}.lock"):  # another run may be decoding the same split
+            if not (meta_path.exists() and npy.exists()):  # ... and may have finished meanwhile
+                for stale in cache_dir.glob(f"{key}-*"):  # same dataset/split/size, older source
+                    log.info("source changed: removing stale cache %s", stale.name)
+                    stale.unlink(missing_ok=True)
+                _write(npy, meta_path, paths, labels, classes, resolution, workers, key)
     except OSError as e:
         for p in (npy, meta_path, npy.with_suffix(".npy.tmp")):
             p.unlink(missing_ok=True)

@@ -142,7 +142,7 @@ def prepare_dataset(
         return target
     _refuse_incomplete(target)  # before a long download, not after it
     _make_root(root)
-    with _locked(root):
+    with locked(root):
         if _is_complete(target):  # another process finished it while we waited
             return target
         _refuse_incomplete(target)
@@ -480,7 +480,7 @@ def _from_source(src: Path, archive: Archive, root: Path) -> Path:
                             "damaged or incomplete, or the upstream archive has changed. Get a "
                             "fresh copy, or extract it yourself and pass the folder as DATA_PATH.")
     _make_root(root)
-    with _locked(root):
+    with locked(root):
         return extract(src, root, folder, md5=md5, source=str(src))
 
 
@@ -578,14 +578,15 @@ def _clean_leftovers(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``root`` so that parallel ranks download only once."""
+def locked(root: Path, name: str = LOCK_NAME) -> Iterator[None]:
+    """Hold an exclusive lock (the file ``root/name``) so that parallel processes (DDP ranks,
+    two runs at once) download, extract or decode only once and never over each other."""
     try:
         import fcntl
     except ImportError:  # Windows: no lock; one process at a time is up to the user
         yield
         return
-    with open(root / LOCK_NAME, "a") as f:
+    with open(root / name, "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -52,7 +52,10 @@ def pil_resized(path: Path | str, res: int) -> np.ndarray:
 
 
 def cache_files(cache_dir: Path) -> list[str]:
-    return sorted(p.name for p in cache_dir.iterdir()) if cache_dir.exists() else []
+    """The cache's data files (the lock files that serialise builds are not counted)."""
+    if not cache_dir.exists():
+        return []
+    return sorted(p.name for p in cache_dir.iterdir() if not p.name.endswith(".lock"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,3 +292,22 @@ def test_imageset_rejects_bad_images(bad_images: torch.Tensor) -> None:
 def test_imageset_rejects_bad_labels_and_aspect(labels: torch.Tensor, kwargs: dict) -> None:
     with pytest.raises(ValueError):
         ImageSet(images(4), labels, **kwargs)
+
+
+def test_two_processes_building_the_same_cache_at_once(tmp_path: Path) -> None:
+    """Two runs started together: one decodes, the other waits and reuses it (no lost files)."""
+    import subprocess
+    import sys
+
+    tree = make_image_tree(tmp_path / "src", "imagenette2-160", n_train=20, n_val=1, size=(40, 30))
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path;"
+            "from common.cache import build_cache;"
+            "s = build_cache(Path(sys.argv[2]), 'train', 24, Path(sys.argv[3]), workers=1);"
+            "print(len(s))")
+    repo = str(Path(__file__).resolve().parents[1])
+    procs = [subprocess.Popen([sys.executable, "-c", code, repo, str(tree), str(tmp_path / "cache")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    assert [o[0].strip() for o in outs] == ["200", "200"]
+    assert len([f for f in cache_files(tmp_path / "cache") if f.endswith(".npy")]) == 1
