@@ -102,6 +102,21 @@ def scan(folder: Path, split: str) -> tuple[list[Path], list[int], list[str]]:
     return paths, labels, classes
 
 
+def typical_short_side(folder: Path, split: str = "train", samples: int = 32) -> int:
+    """Median short side of a spread of the split's images (headers only: no decoding)."""
+    from PIL import Image
+
+    paths = scan(folder, split)[0]
+    sides = []
+    for p in paths[:: max(1, len(paths) // samples)][:samples]:
+        try:
+            with Image.open(p) as im:
+                sides.append(min(im.size))
+        except Exception:  # unreadable files are reported when the cache is built
+            continue
+    return sorted(sides)[len(sides) // 2] if sides else 0
+
+
 def fingerprint(paths: list[Path], folder: Path, resolution: int) -> str:
     """Hash of every file's relative path, size and mtime, plus the cache format."""
     h = hashlib.sha1(f"v{CACHE_VERSION}:{resolution}".encode())

@@ -209,3 +209,15 @@ def test_config_overrides_are_type_checked() -> None:
     with pytest.raises(ConfigError, match="--NAME=value"):
         parse_args(defaults, ["NUM_EPOCHS=3"])
     assert math.isclose(parse_value("LEARNING_RATE", "1", 0.1), 1.0)
+
+
+def test_cache_dim_doubles_the_image_side_but_never_exceeds_the_photos(tiny_imagenette: Path) -> None:
+    from common.cache import typical_short_side
+
+    cfg = {**trainer.DEFAULTS, "IMAGE_DIM": 64, "EVAL_IMAGE_DIM": 0}
+    assert trainer.cache_dim(cfg, source_side=224) == 128
+    assert trainer.cache_dim({**cfg, "EVAL_IMAGE_DIM": 80}, source_side=224) == 160
+    assert trainer.cache_dim({**cfg, "IMAGE_DIM": 128, "EVAL_IMAGE_DIM": 160}, source_side=160) == 160
+    assert trainer.cache_dim(cfg, source_side=50) == 64  # small photos: never below the image side
+    assert trainer.cache_dim({**cfg, "CACHE_DIM": 96}, source_side=224) == 96
+    assert typical_short_side(tiny_imagenette, "train") == 16  # make_image_tree's 20x16 JPEGs
