@@ -35,8 +35,14 @@ def comments(module: ModuleType) -> dict[str, str]:
         source = inspect.getsource(module)
     except (OSError, TypeError):
         return {}
-    found = re.findall(r"^([A-Z][A-Z0-9_]*)\s*=.*?#\s*(.*)$", source, flags=re.M)
+    # NAME = value  # comment      (a train.py)   and   "NAME": value,  # comment   (a dict)
+    found = re.findall(r'^\s*"?([A-Z][A-Z0-9_]*)"?\s*[=:].*?#\s*(.*)$', source, flags=re.M)
     return {name: text.strip() for name, text in found}
+
+
+def given(argv: Sequence[str]) -> set[str]:
+    """The constants this command line sets (whatever their values)."""
+    return {m.group(1) for a in argv if (m := re.fullmatch(r"--([A-Za-z_][A-Za-z0-9_]*)=.*", a, flags=re.S))}
 
 
 def parse_value(name: str, text: str, default: Any) -> Any:

@@ -137,7 +137,7 @@ def main(module: ModuleType, build_model: Callable[[dict[str, Any], int], nn.Mod
     try:
         cfg = config_lib.parse_args(defaults, argv, prog=prog, doc=module.__doc__ or "", notes=notes)
         if cfg["RESUME"]:
-            cfg = _resume_config(cfg, defaults)
+            cfg = _resume_config(cfg, defaults, config_lib.given(argv))
         config_lib.check(cfg, {**RULES, **(rules or {})})
         return run(cfg, build_model, name=name or str(cfg.get("ARCH", Path(prog).parent.name)))
     except config_lib.ConfigError as e:
@@ -146,8 +146,9 @@ def main(module: ModuleType, build_model: Callable[[dict[str, Any], int], nn.Mod
     except (DataError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:  # before training started (download, decoding): nothing to save
-        print("\ninterrupted; a partial download resumes on the next run", file=sys.stderr)
+    except KeyboardInterrupt:  # while preparing data, or a second Ctrl-C while training
+        print("\ninterrupted: nothing saved since the last checkpoint (a partial download resumes "
+              "on the next run)", file=sys.stderr)
         sys.exit(130)
 
 
@@ -155,11 +156,11 @@ def _default_notes() -> dict[str, str]:
     return config_lib.comments(sys.modules[__name__])
 
 
-def _resume_config(cfg: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """A resumed run keeps its saved constants; what this command line sets on top wins."""
-    ckpt = load_checkpoint(Path(cfg["RESUME"]))
+def _resume_config(cfg: dict[str, Any], defaults: dict[str, Any], names: set[str]) -> dict[str, Any]:
+    """A resumed run keeps its saved constants; what this command line sets (``names``) wins."""
+    ckpt = load_checkpoint(_path(cfg["RESUME"]))
     saved = ckpt["config"]
-    explicit = {k: v for k, v in cfg.items() if v != defaults[k]}
+    explicit = {k: cfg[k] for k in names}
     merged = {**defaults, **{k: v for k, v in saved.items() if k in defaults}, **explicit}
     for k in sorted(explicit):
         if k != "RESUME" and saved.get(k) != explicit[k]:
@@ -171,20 +172,20 @@ def run(cfg: dict[str, Any], build_model: Callable[[dict[str, Any], int], nn.Mod
         name: str) -> dict[str, Any]:
     """Prepare the data named by cfg, build the model, train it; returns fit's summary."""
     rank, world, _ = _dist_env()
-    if world > 1:
-        _init_distributed(cfg)
     _setup_logging(rank)
-    # One rank downloads and decodes while the others wait, then all read the same cache.
-    if rank == 0:
-        train_set, val_set = load_data(cfg)
-    _barrier()
-    if rank != 0:
-        train_set, val_set = load_data(cfg)
+    # Every rank prepares the data before the process group exists: file locks let one process
+    # download and decode while the others wait, with no collective timing out meanwhile (a
+    # first download can take longer than NCCL's 10-minute timeout).
+    train_set, val_set = load_data(cfg)
     torch.manual_seed(cfg["SEED"])  # the same initial weights on every rank and every run
     model = build_model(cfg, train_set.num_classes)
     # A forward pass on the meta device catches an IMAGE_DIM the network cannot take, before work.
     _check_input_size(model, cfg)
-    return fit(model, train_set, val_set, cfg, name=name)
+    try:
+        return fit(model, train_set, val_set, cfg, name=name)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _dims(cfg: dict[str, Any]) -> tuple[int, int]:
@@ -208,8 +209,9 @@ def cache_dim(cfg: dict[str, Any], source_side: int) -> int:
 
 def load_data(cfg: dict[str, Any]) -> tuple[ImageSet, ImageSet]:
     """The dataset the constants name, as two in-memory uint8 sets (decoded once, then cached)."""
-    root = Path(cfg["DATA_DIR"]).resolve() if cfg["DATA_DIR"] else DATA_ROOT
-    folder = prepare_dataset(cfg["DATASET"], cfg["DATASET_SIZE"], root, source=cfg["DATA_PATH"] or None)
+    root = _path(cfg["DATA_DIR"]) if cfg["DATA_DIR"] else DATA_ROOT
+    source = _path(cfg["DATA_PATH"]) if cfg["DATA_PATH"] else None
+    folder = prepare_dataset(cfg["DATASET"], cfg["DATASET_SIZE"], root, source=source)
     res = cache_dim(cfg, typical_short_side(folder, "train"))
     cache_dir = root / "cache"
     train_set = build_cache(folder, "train", res, cache_dir, workers=cfg["DECODE_WORKERS"])
@@ -273,37 +275,45 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str,
             f"BATCH_SIZE={cfg['BATCH_SIZE']} is larger than the training set's share per process "
             f"({len(train_set) // world} images): use a smaller BATCH_SIZE.")
 
+    amp = _amp_mode(device, cfg["AMP"])
     optimizer = build_optimizer(raw_model, cfg)
     schedule = Schedule(cfg, steps_per_epoch)
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg["AMP"] == "fp16")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
     ema = EMA(raw_model, cfg["EMA_DECAY"]) if cfg["EMA_DECAY"] > 0 else None
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg["LABEL_SMOOTHING"])
 
-    net: nn.Module = torch.compile(raw_model) if cfg["COMPILE"] else raw_model
-    eval_net = net
+    net: nn.Module = raw_model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if cuda else None)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if cuda else None)
+    # compile(DDP(model)), PyTorch's recommended order: Dynamo splits the graph at DDP's gradient
+    # buckets so communication overlaps the backward. Evaluation runs the un-wrapped model.
+    eval_net = torch.compile(raw_model) if cfg["COMPILE"] else raw_model
+    if cfg["COMPILE"]:
+        net = torch.compile(net) if world > 1 else eval_net
 
     # --- state that a checkpoint carries
     start_epoch, start_step, history, accum = 0, 0, [], _new_accum()
     run_dir: Path | None = None
     if cfg["RESUME"]:
-        ckpt = load_checkpoint(Path(cfg["RESUME"]))
+        ckpt = load_checkpoint(_path(cfg["RESUME"]))
+        _check_resumable(ckpt, cfg, world)
         raw_model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None and ckpt["ema"] is not None:
-            ema.load_state_dict(ckpt["ema"])
+        if ckpt["scaler"] and scaler.is_enabled():  # a disabled scaler saves {}: nothing to load
+            scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None:  # no average saved (EMA newly switched on): start it from the weights
+            ema.load_state_dict(ckpt["ema"] if ckpt["ema"] is not None else raw_model.state_dict())
         start_epoch, start_step, history = ckpt["epoch"], ckpt["step"], ckpt["history"]
-        accum = ckpt["accum"]
-        _set_rng(ckpt["rng"])
-        run_dir = Path(cfg["RESUME"]).resolve().parent
+        # A mid-epoch checkpoint holds the partial epoch's sums of all ranks: rank 0 carries them.
+        accum = ckpt["accum"] if main_proc else _new_accum()
+        _set_rng(ckpt["rng"], device)
+        run_dir = _path(cfg["RESUME"]).parent
         if main_proc:
             print(f"resumed from {cfg['RESUME']} at epoch {start_epoch + 1}, step {start_step}")
     if run_dir is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        runs = Path(cfg["RUNS_DIR"]).resolve() if cfg["RUNS_DIR"] else REPO / "runs"
+        runs = _path(cfg["RUNS_DIR"]) if cfg["RUNS_DIR"] else REPO / "runs"
         run_dir = runs / name / stamp
         k = 1
         while run_dir.exists():  # two runs started within the same second
@@ -316,7 +326,7 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str,
               f"({world} process{'es' if world > 1 else ''}), {len(train_set)} train / {len(val_set)} "
               f"val images, {steps_per_epoch} steps/epoch; writing to {_rel(run_dir)}")
 
-    autocast = _autocast(device, cfg["AMP"])
+    autocast = _autocast(device, amp)
     state = {"stop": False}
     restore = _install_signal_handlers(state)
     last_good: Path | None = run_dir / "last.pt" if (run_dir / "last.pt").exists() else None
@@ -326,7 +336,8 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str,
         payload = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                    "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(),
                    "ema": ema.state_dict() if ema is not None else None, "epoch": epoch, "step": step,
-                   "history": history, "accum": accum, "rng": _get_rng(), "config": cfg}
+                   "history": history, "accum": accum, "rng": _get_rng(device), "config": cfg,
+                   "world_size": world}
         return save_checkpoint(payload, run_dir / filename)
 
     try:
@@ -361,30 +372,35 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str,
                 seen_this_run += len(y)
                 bar.update(1)
                 last_step = step + 1 == steps_per_epoch
-                if (step + 1) % 20 == 0 or last_step:  # a device sync: not every step
+                check = (step + 1) % 20 == 0 or last_step  # a device sync: not every step
+                if check:
                     _fold(accum, loss_sum, correct, seen_this_run)
                     loss_sum.zero_(), correct.zero_()
                     seen_this_run = 0
-                    if not math.isfinite(accum["loss"] / max(accum["n"], 1)):
-                        raise TrainingError(
-                            f"the loss became {accum['loss']} at epoch {epoch + 1}, step {step + 1}. "
-                            f"Stopped; the last good checkpoint is intact"
-                            f"{f' at {_rel(last_good)}' if last_good else ' (none was written yet)'}. "
-                            f"Lower LEARNING_RATE (now {cfg['LEARNING_RATE']}), add warm-up "
-                            f"(WARMUP_EPOCHS) or gradient clipping (GRAD_CLIP).")
                     rate = accum["n"] / max(time.perf_counter() - t0, 1e-9) * world
                     bar.set_postfix(loss=f"{accum['loss'] / max(accum['n'], 1):.3f}",
                                     acc=f"{accum['correct'] / max(accum['n'], 1):.3f}",
                                     lr=f"{lr:.3g}", img_s=f"{rate:.0f}", refresh=False)
                 if on_step is not None:
                     on_step(epoch * steps_per_epoch + step + 1)
-                if _should_stop(state, device, world) and not last_step:
-                    _fold(accum, loss_sum, correct, seen_this_run)
-                    if main_proc:
-                        path = checkpoint(epoch, step + 1)
-                        print(f"\ninterrupted: saved {_rel(path)}; continue with --RESUME={_rel(path)}")
-                    summary["interrupted"] = True
-                    return summary
+                # Ranks decide together, at the same steps, so none is left waiting in a collective.
+                if check or world == 1:
+                    stop, diverged = _agree([state["stop"], check and not math.isfinite(accum["loss"])],
+                                            device, world)
+                    if diverged:
+                        raise TrainingError(_diverged_message(accum, epoch, step, cfg, last_good))
+                    if stop and not last_step:
+                        _fold(accum, loss_sum, correct, seen_this_run)
+                        if not math.isfinite(accum["loss"]):  # never save over the last good weights
+                            raise TrainingError(_diverged_message(accum, epoch, step, cfg, last_good))
+                        tot = _all_reduce(torch.tensor([accum["loss"], accum["correct"], accum["n"]],
+                                                       dtype=torch.float64, device=device), world)
+                        accum = {"loss": tot[0].item(), "correct": tot[1].item(), "n": int(tot[2].item())}
+                        if main_proc:
+                            path = checkpoint(epoch, step + 1)
+                            print(f"\ninterrupted: saved {_rel(path)}; continue with --RESUME={_rel(path)}")
+                        summary["interrupted"] = True
+                        return summary
             bar.close()
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -396,6 +412,10 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str,
                    "train_top1": tot[1].item() / tot[2].item(),
                    "images_per_s": tot[2].item() / train_time if start_step == 0 else float("nan"),
                    "epoch_time_s": train_time}
+            if world > 1:  # DDP syncs BN statistics at each forward's start: make them final
+                for module in (raw_model, ema.module if ema is not None else None):
+                    for buf in module.buffers() if module is not None else ():
+                        dist.broadcast(buf, 0)
             metrics = evaluate(eval_net, val_loader, autocast, world)
             row.update({f"val_{k}": v for k, v in metrics.items()})
             if ema is not None:
@@ -417,7 +437,7 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str,
                       f"top-1 {row['train_top1']:.4f}  val loss {row['val_loss']:.4f} top-1 "
                       f"{row['val_top1']:.4f} top-5 {row['val_top5']:.4f}{ema_txt}  "
                       f"{row['images_per_s']:.0f} img/s  {train_time:.1f}s")
-            if state["stop"]:  # a signal during the last step or evaluation: the epoch is saved
+            if _agree([state["stop"]], device, world)[0]:  # a signal late in the epoch: it is saved
                 summary["interrupted"] = True
                 return summary
     finally:
@@ -668,17 +688,29 @@ def _pick_device(pref: str, local_rank: int) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise config_lib.ConfigError(f"DEVICE={pref} but no CUDA GPU is visible; use DEVICE=auto or cpu.")
+        if device.index is not None and _dist_env()[1] > 1:
+            raise config_lib.ConfigError(f"DEVICE={pref} would put every torchrun process on one GPU; "
+                                         f"use DEVICE=cuda (each process takes its LOCAL_RANK's GPU).")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     return device
 
 
-def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    if amp == "off":
-        return contextlib.nullcontext()
+def _amp_mode(device: torch.device, amp: str) -> str:
+    """The autocast this device can do: bf16 needs a CPU or an Ampere-or-newer GPU, fp16 a GPU."""
     if amp == "fp16" and device.type != "cuda":
         print("warning: AMP=fp16 needs CUDA; using bf16 on this device")
-        amp = "bf16"
+        return "bf16"
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        print("warning: this GPU has no native bf16 (it predates Ampere); using AMP=fp16 with loss scaling")
+        return "fp16"
+    return amp
+
+
+def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """An autocast context for ``amp`` (as _amp_mode settled it); a no-op for AMP=off."""
+    if amp == "off":
+        return contextlib.nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
@@ -701,25 +733,28 @@ def _init_distributed(cfg: dict[str, Any]) -> None:
     dist.init_process_group("nccl" if use_cuda else "gloo")
 
 
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def _all_reduce(t: torch.Tensor, world: int) -> torch.Tensor:
     if world > 1:
         dist.all_reduce(t)
     return t
 
 
-def _should_stop(state: dict[str, bool], device: torch.device, world: int) -> bool:
-    """True once any rank has caught SIGINT/SIGTERM (all ranks must stop at the same step)."""
+def _agree(flags: list[bool], device: torch.device, world: int) -> list[bool]:
+    """Each flag, true if it is true on any rank (a collective: every rank must call it)."""
     if world == 1:
-        return state["stop"]
-    flag = torch.tensor([1.0 if state["stop"] else 0.0], device=device)
-    dist.all_reduce(flag)
-    state["stop"] = bool(flag.item() > 0)
-    return state["stop"]
+        return flags
+    t = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(t)
+    return [v > 0 for v in t.tolist()]
+
+
+def _diverged_message(accum: dict[str, float], epoch: int, step: int, cfg: dict[str, Any],
+                      last_good: Path | None) -> str:
+    where = f" at {_rel(last_good)}" if last_good else " (none was written yet)"
+    warmup = " add warm-up (WARMUP_EPOCHS)," if cfg["LR_SCHEDULE"] in ("cosine", "onecycle") else ""
+    return (f"the loss became {accum['loss']} at epoch {epoch + 1}, step {step + 1}. Stopped; the "
+            f"last good checkpoint is intact{where}. Lower LEARNING_RATE (now {cfg['LEARNING_RATE']}),"
+            f"{warmup} or clip gradients (GRAD_CLIP), then start again or --RESUME from it.")
 
 
 def _install_signal_handlers(state: dict[str, bool]) -> Callable[[], None]:
@@ -747,24 +782,47 @@ def _install_signal_handlers(state: dict[str, bool]) -> Callable[[], None]:
     return restore
 
 
-def _get_rng() -> dict[str, Any]:
+def _get_rng(device: torch.device) -> dict[str, Any]:
+    """RNG states (this process's GPU only: a resume may run on another number of GPUs)."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng(state: dict[str, Any]) -> None:
+def _set_rng(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _check_resumable(ckpt: dict[str, Any], cfg: dict[str, Any], world: int) -> None:
+    """Refuse a mid-epoch resume whose batches would not line up; warn about schedule changes."""
+    saved = ckpt["config"]
+    if ckpt["step"]:
+        for what, old, new in (("BATCH_SIZE", saved["BATCH_SIZE"], cfg["BATCH_SIZE"]),
+                               ("number of processes", ckpt.get("world_size", 1), world)):
+            if old != new:
+                raise TrainingError(
+                    f"this checkpoint stopped in the middle of epoch {ckpt['epoch'] + 1} with {what} "
+                    f"{old}; resuming with {new} would skip or repeat images. Resume with {what} {old}, "
+                    f"or from a checkpoint saved at the end of an epoch.")
+    if cfg["LR_SCHEDULE"] in ("cosine", "onecycle") and saved["NUM_EPOCHS"] != cfg["NUM_EPOCHS"]:
+        print(f"warning: NUM_EPOCHS changed from {saved['NUM_EPOCHS']} to {cfg['NUM_EPOCHS']}: the "
+              f"{cfg['LR_SCHEDULE']} schedule is stretched to the new length from here on (the "
+              f"learning rate jumps to where the longer schedule would be)")
 
 
 def _setup_logging(rank: int) -> None:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # font-cache chatter
+
+
+def _path(p: str | Path) -> Path:
+    """A user's path: ``~`` expanded (a shell leaves it alone in --NAME=~/x), made absolute."""
+    return Path(p).expanduser().resolve()
 
 
 def _rel(p: Path) -> str:

@@ -221,3 +221,23 @@ def test_cache_dim_doubles_the_image_side_but_never_exceeds_the_photos(tiny_imag
     assert trainer.cache_dim(cfg, source_side=50) == 64  # small photos: never below the image side
     assert trainer.cache_dim({**cfg, "CACHE_DIM": 96}, source_side=224) == 96
     assert typical_short_side(tiny_imagenette, "train") == 16  # make_image_tree's 20x16 JPEGs
+
+
+def test_resume_keeps_saved_constants_but_the_command_line_wins_even_at_a_default(tmp_path: Path) -> None:
+    """Extending a 10-epoch run to the file's default of 20 must not be mistaken for 'not given'."""
+    defaults = {**trainer.DEFAULTS, "NUM_EPOCHS": 20, "BATCH_SIZE": 128}
+    ckpt = tmp_path / "last.pt"
+    torch.save({"config": {**defaults, "NUM_EPOCHS": 10, "BATCH_SIZE": 32}}, ckpt)
+    argv = [f"--RESUME={ckpt}", "--NUM_EPOCHS=20"]
+    from common import config
+
+    cfg = config.parse_args(defaults, argv)
+    merged = trainer._resume_config(cfg, defaults, config.given(argv))
+    assert merged["NUM_EPOCHS"] == 20  # given (equal to the default, still given)
+    assert merged["BATCH_SIZE"] == 32  # not given: the saved run's value
+
+
+def test_help_shows_the_comment_of_every_shared_switch() -> None:
+    notes = trainer._default_notes()
+    assert notes["CACHE_DIM"].startswith("side of the decoded uint8 cache")
+    assert {"AMP", "COMPILE", "RESUME", "LR_SCHEDULE"} <= notes.keys()
