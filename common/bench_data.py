@@ -1,7 +1,7 @@
 """How fast is the data pipeline? torchvision's usual one against this project's, on the same JPEGs.
 
     python -m common.bench_data [--folder PATH] [--image-dim 64] [--batch-size 128] [--workers 2]
-                                [--device auto] [--epochs 2] [--generate N]
+                                [--device auto] [--epochs 2] [--generate N] [--model resnet18]
 
 (a) the usual way: ``ImageFolder`` + PIL transforms (RandomResizedCrop, RandomHorizontalFlip,
     ToTensor, Normalize) + ``DataLoader`` with ``--workers`` processes; one epoch of the train
@@ -9,6 +9,10 @@
 (b) this project's way: ``build_cache`` into a fresh (cold) cache folder, timed on its own, then
     ``BatchLoader(train=True)`` for ``--epochs`` epochs on the device (same crop scale, flip and
     normalisation, done in batch by grid_sample).
+
+``--model resnet18`` also trains that torchvision model on every batch of both ways (SGD, bf16
+autocast, channels_last) and times its bare step on one fixed batch: what a training run sees,
+where on a CPU the DataLoader's workers and the model compete for the same cores.
 
 ``--folder`` reads an extracted dataset (``<folder>/train/<class>/<image>``, e.g.
 data/imagenette2-160 or /work/shared/data/imagenette2-224); without it, ``--generate N`` JPEGs at
@@ -20,6 +24,7 @@ both ways compete for the same cores.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import math
 import os
 import tempfile
@@ -60,9 +65,41 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+Step = Callable[[torch.Tensor, torch.Tensor], None]
+
+
+def make_train_step(model_name: str, device: torch.device, image_dim: int, batch_size: int) -> tuple[Step, float]:
+    """A training step of a torchvision model (SGD, bf16 autocast, channels_last, as the trainer
+    runs it), and its bare speed in images/s on one fixed batch (no data loading at all)."""
+    import torchvision
+
+    model = torchvision.models.get_model(model_name, weights=None, num_classes=10)
+    model = model.to(device, memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    x = torch.randn(batch_size, 3, image_dim, image_dim, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    for _ in range(3):  # warm-up (cudnn autotuning, allocator)
+        step(x, y)
+    synchronize(device)
+    start, n = time.perf_counter(), 10
+    for _ in range(n):
+        step(x, y)
+    synchronize(device)
+    return step, n * batch_size / (time.perf_counter() - start)
+
+
 def bench_torchvision(folder: Path, image_dim: int, batch_size: int, workers: int,
-                      device: torch.device) -> tuple[int, float]:
-    """(a): one epoch of ImageFolder + PIL transforms + DataLoader; return (images, seconds)."""
+                      device: torch.device, step: Step | None = None) -> tuple[int, float]:
+    """(a): one epoch of ImageFolder + PIL transforms + DataLoader (feeding ``step`` if given);
+    return (images, seconds)."""
     from torchvision import datasets, transforms
 
     transform = transforms.Compose([
@@ -79,14 +116,17 @@ def bench_torchvision(folder: Path, image_dim: int, batch_size: int, workers: in
     n = 0
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if step is not None:
+            step(x, y)
         n += len(x)
     synchronize(device)
     return n, time.perf_counter() - start
 
 
 def bench_cache(folder: Path, image_dim: int, batch_size: int, workers: int, device: torch.device,
-                epochs: int) -> tuple[float, float, list[tuple[int, float]]]:
-    """(b): a cold cache build, the loader's setup, then ``epochs`` epochs of BatchLoader.
+                epochs: int, step: Step | None = None) -> tuple[float, float, list[tuple[int, float]]]:
+    """(b): a cold cache build, the loader's setup, then ``epochs`` epochs of BatchLoader
+    (feeding ``step`` if given).
 
     Returns (build seconds, setup seconds, [(images, seconds) per epoch]).
     """
@@ -107,6 +147,8 @@ def bench_cache(folder: Path, image_dim: int, batch_size: int, workers: int, dev
             loader.set_epoch(epoch)
             start, n = time.perf_counter(), 0
             for x, y in loader:
+                if step is not None:
+                    step(x, y)
                 n += len(x)
             synchronize(device)
             runs.append((n, time.perf_counter() - start))
@@ -122,6 +164,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda if there is one), cpu, cuda, cuda:1 ...")
     parser.add_argument("--epochs", type=int, default=2, help="BatchLoader epochs timed in (b)")
     parser.add_argument("--generate", type=int, default=2000, help="JPEGs to generate when no --folder")
+    parser.add_argument("--model", default="", help="also train this torchvision model (e.g. resnet18) "
+                        "on every batch: the throughput a training run would see")
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
@@ -140,12 +184,17 @@ def main() -> None:
               f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
               f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
-        n_a, s_a = bench_torchvision(folder, args.image_dim, args.batch_size, args.workers, device)
+        step = None
+        if args.model:
+            step, bare = make_train_step(args.model, device, args.image_dim, args.batch_size)
+            print(f"training {args.model} on every batch; its bare step (one fixed batch, no data): "
+                  f"{bare:,.0f} images/s")
+        n_a, s_a = bench_torchvision(folder, args.image_dim, args.batch_size, args.workers, device, step)
         rate_a = n_a / s_a
         print(f"(a) ImageFolder + PIL + DataLoader:  {n_a} images in {s_a:.2f} s = {rate_a:,.0f} images/s (1 epoch)")
 
         build_s, setup_s, runs = bench_cache(folder, args.image_dim, args.batch_size, args.workers,
-                                             device, args.epochs)
+                                             device, args.epochs, step)
         n_b, s_b = sum(n for n, _ in runs), sum(s for _, s in runs)
         rate_b = n_b / s_b
         per_epoch = ", ".join(f"{n / s:,.0f}" for n, s in runs)
