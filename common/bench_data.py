@@ -89,7 +89,7 @@ def make_train_step(model_name: str, device: torch.device, image_dim: int, batch
     for _ in range(3):  # warm-up (cudnn autotuning, allocator)
         step(x, y)
     synchronize(device)
-    start, n = time.perf_counter(), 10
+    start, n = time.perf_counter(), 25
     for _ in range(n):
         step(x, y)
     synchronize(device)
