@@ -199,7 +199,8 @@ def cache_dim(cfg: dict[str, Any], source_side: int) -> int:
 
     Twice: a random crop of a third of the image is then still downscaled, not blown up, so it
     stays sharp (on Imagenette at 64 px a 128 px cache did better than a 112 px one in our runs),
-    and bilinear sampling at no more than 2x downscale needs no extra anti-aliasing. Capped: storing more pixels than the photos have buys nothing.
+    and bilinear sampling at no more than 2x downscale needs no extra anti-aliasing. Capped:
+    storing more pixels than the photos have buys nothing.
     """
     if cfg["CACHE_DIM"]:
         return cfg["CACHE_DIM"]

@@ -29,12 +29,12 @@ DATASET = "imagenette"  # imagenette or imagewoof
 DATASET_SIZE = "160"  # fastai archive: 160, 320 or full (short side, pixels)
 DATA_PATH = ""  # an archive or extracted folder you already have ('' = download)
 IMAGE_DIM = 128  # training crop, pixels (the paper: 224)
-EVAL_IMAGE_DIM = 0  # evaluation size, pixels (0 = IMAGE_DIM; larger = "FixRes", Touvron et al. 2019, arXiv:1906.06423)
-MIN_SCALE = 0.35  # random-resized-crop's smallest area (the paper's scale augmentation is 0.08-1 in torchvision's terms)
+EVAL_IMAGE_DIM = 0  # evaluation size, pixels (0 = IMAGE_DIM; larger: "FixRes", arXiv:1906.06423)
+MIN_SCALE = 0.35  # random-resized-crop's smallest area fraction (torchvision's default, from Inception: 0.08)
 
 # --- model
 ARCH = "resnet18"  # resnet18/34/50/101/152, or plain18/plain34 (no shortcuts, Sec. 4.1)
-SHORTCUT = "B"  # Table 3: A zero-pads (Fig. 4's ResNets: the plain nets' parameters), B projects where shapes change, C everywhere
+SHORTCUT = "B"  # Table 3: A zero-pads (Fig. 4's nets), B projects where shapes change, C everywhere
 STRIDE_IN_1X1 = True  # bottleneck stride on the first 1x1 (paper); False: on the 3x3 ("ResNet v1.5")
 ZERO_INIT_RESIDUAL = True  # last BN of each residual branch starts at 0 (Goyal et al. 2017, Sec. 5.1)
 WIDTH = 64  # channels of conv1 and conv2_x; later stages x2, x4, x8 (Table 1)
@@ -60,9 +60,10 @@ EMA_DECAY = 0.0  # weight averaging per step (0 = off; e.g. 0.999 for long runs)
 
 def build_model(cfg: dict, num_classes: int):
     """The network the constants describe."""
-    return MODELS[cfg["ARCH"]](num_classes=num_classes, shortcut=cfg["SHORTCUT"], stride_in_1x1=cfg["STRIDE_IN_1X1"],
-                               zero_init_residual=cfg["ZERO_INIT_RESIDUAL"] and not cfg["ARCH"].startswith("plain"),
-                               width=cfg["WIDTH"])
+    plain = cfg["ARCH"].startswith("plain")  # no residual branch to zero-initialise
+    return MODELS[cfg["ARCH"]](num_classes=num_classes, shortcut=cfg["SHORTCUT"],
+                               stride_in_1x1=cfg["STRIDE_IN_1X1"],
+                               zero_init_residual=cfg["ZERO_INIT_RESIDUAL"] and not plain, width=cfg["WIDTH"])
 
 
 RULES = {
