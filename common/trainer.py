@@ -224,8 +224,9 @@ def load_data(cfg: dict[str, Any]) -> tuple[ImageSet, ImageSet]:
 
 
 def _check_input_size(model: nn.Module, cfg: dict[str, Any]) -> None:
-    for dim_name, dim in (("IMAGE_DIM", _dims(cfg)[0]), ("EVAL_IMAGE_DIM", _dims(cfg)[1])):
-        meta = copy.deepcopy(model).to("meta").eval()
+    meta = copy.deepcopy(model).to("meta").eval()  # one copy, no real memory or compute
+    train_dim, eval_dim = _dims(cfg)
+    for dim_name, dim in (("IMAGE_DIM", train_dim), ("EVAL_IMAGE_DIM", eval_dim)):
         try:
             with torch.no_grad():
                 meta(torch.empty(2, 3, dim, dim, device="meta"))
@@ -394,9 +395,7 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str,
                         _fold(accum, loss_sum, correct, seen_this_run)
                         if not math.isfinite(accum["loss"]):  # never save over the last good weights
                             raise TrainingError(_diverged_message(accum, epoch, step, cfg, last_good))
-                        tot = _all_reduce(torch.tensor([accum["loss"], accum["correct"], accum["n"]],
-                                                       dtype=torch.float64, device=device), world)
-                        accum = {"loss": tot[0].item(), "correct": tot[1].item(), "n": int(tot[2].item())}
+                        accum = _reduce_accum(accum, device, world)
                         if main_proc:
                             path = checkpoint(epoch, step + 1)
                             print(f"\ninterrupted: saved {_rel(path)}; continue with --RESUME={_rel(path)}")
@@ -406,12 +405,11 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str,
             if device.type == "cuda":
                 torch.cuda.synchronize()
             train_time = time.perf_counter() - t0
-            tot = _all_reduce(torch.tensor([accum["loss"], accum["correct"], accum["n"]],
-                                           dtype=torch.float64, device=device), world)
+            tot = _reduce_accum(accum, device, world)
             row = {"epoch": epoch + 1, "lr": lr,
-                   "train_loss": tot[0].item() / tot[2].item(),
-                   "train_top1": tot[1].item() / tot[2].item(),
-                   "images_per_s": tot[2].item() / train_time if start_step == 0 else float("nan"),
+                   "train_loss": tot["loss"] / tot["n"],
+                   "train_top1": tot["correct"] / tot["n"],
+                   "images_per_s": tot["n"] / train_time if start_step == 0 else float("nan"),
                    "epoch_time_s": train_time}
             if world > 1:  # DDP syncs BN statistics at each forward's start: make them final
                 for module in (raw_model, ema.module if ema is not None else None):
@@ -484,6 +482,13 @@ def evaluate(model: nn.Module, loader: BatchLoader, autocast: contextlib.Abstrac
 
 def _new_accum() -> dict[str, float]:
     return {"loss": 0.0, "correct": 0.0, "n": 0}
+
+
+def _reduce_accum(accum: dict[str, float], device: torch.device, world: int) -> dict[str, float]:
+    """The epoch's running sums over all ranks (a collective under DDP)."""
+    t = _all_reduce(torch.tensor([accum["loss"], accum["correct"], accum["n"]], dtype=torch.float64,
+                                 device=device), world)
+    return {"loss": t[0].item(), "correct": t[1].item(), "n": int(t[2].item())}
 
 
 def _fold(accum: dict[str, float], loss_sum: torch.Tensor, correct: torch.Tensor, n: int) -> None:
