@@ -37,7 +37,7 @@ from PIL import Image
 
 from common.cache import IMAGE_EXTENSIONS, build_cache, typical_short_side
 from common.loader import IMAGENET_MEAN, IMAGENET_STD, BatchLoader
-from common.trainer import DEFAULTS, cache_dim
+from common.script import cache_dim
 
 SCALE = (0.35, 1.0)  # RandomResizedCrop's area range: the project's default in both ways
 SIZES = ((213, 160), (160, 213))  # (width, height) of generated images, as in imagenette2-160
@@ -130,8 +130,8 @@ def bench_cache(folder: Path, image_dim: int, batch_size: int, workers: int, dev
 
     Returns (build seconds, setup seconds, [(images, seconds) per epoch]).
     """
-    # The cache side a training run at this image_dim would use (common/trainer.py's rule).
-    resolution = cache_dim({**DEFAULTS, "IMAGE_DIM": image_dim}, typical_short_side(folder, "train"))
+    # The cache side a training run at this image_dim would use (common/script.py's rule).
+    resolution = cache_dim({"IMAGE_DIM": image_dim}, typical_short_side(folder, "train"))
     with tempfile.TemporaryDirectory(prefix="bench-cache-") as cache_dir:
         start = time.perf_counter()
         data = build_cache(folder, "train", resolution, Path(cache_dir), workers=max(workers, 1))

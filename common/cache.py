@@ -20,11 +20,13 @@ anyway.
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
 import multiprocessing as mp
 import os
+import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -84,22 +86,83 @@ def scan(folder: Path, split: str) -> tuple[list[Path], list[int], list[str]]:
     """List a split's images and labels; classes are the sorted sub-folder names.
 
     Sorted WordNet ids give the same class order as torchvision's ImageFolder and Imagenette.
+    A class folder without images is refused in train/ (a class no image teaches) but allowed
+    in any other split (check_class_folders warns about it in val/).
     """
-    root = Path(folder) / split
+    root, classes = _class_folders(Path(folder), split)
+    paths, labels, empty = [], [], []
+    for label, cls in enumerate(classes):
+        files = sorted(p for p in (root / cls).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            empty.append(root / cls)
+        paths += files
+        labels += [label] * len(files)
+    if split == "train" and empty:
+        raise _empty_train_classes(empty)
+    if not paths:
+        raise DataError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+    return paths, labels, classes
+
+
+def check_class_folders(folder: Path) -> None:
+    """Check a dataset's class folders before anything is decoded (names and listings only).
+
+    Refuses (DataError) train/ and val/ with different class folders, and a class folder in
+    train/ without images; warns about a class folder in val/ without images.
+    """
+    folder = Path(folder)
+    train, train_classes = _class_folders(folder, "train")
+    val, val_classes = _class_folders(folder, "val")
+    only_train = sorted(set(train_classes) - set(val_classes))
+    only_val = sorted(set(val_classes) - set(train_classes))
+    if only_train or only_val:
+        raise DataError(
+            f"train/ and val/ of {folder} hold different class folders. Only in train/: "
+            f"{_names(only_train)}. Only in val/: {_names(only_val)}. Each split numbers its "
+            "labels by sorted class name, so any difference gives val images the label of "
+            "another class, and a class only in val/ has no training images at all. Add, rename "
+            "or remove class folders so that both splits hold the same ones.")
+    empty = [train / c for c in train_classes if not _has_images(train / c)]
+    if empty:
+        raise _empty_train_classes(empty)
+    for c in val_classes:
+        if not _has_images(val / c):
+            log.warning("%s holds no images (%s): class %s is trained but never validated",
+                        val / c, ", ".join(IMAGE_EXTENSIONS), c)
+
+
+def _class_folders(folder: Path, split: str) -> tuple[Path, list[str]]:
+    """``folder/split`` and its sorted class folder names (hidden folders are not classes)."""
+    root = folder / split
     if not root.is_dir():
         raise DataError(f"No '{split}' folder in {folder}. Expected {folder}/{split}/<class>/<image>; "
                         f"point DATA_PATH at a folder holding train/ and val/.")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise DataError(f"{root} has no class sub-folders; expected {root}/<class>/<image>.")
-    paths, labels = [], []
-    for label, cls in enumerate(classes):
-        files = sorted(p for p in (root / cls).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        paths += files
-        labels += [label] * len(files)
-    if not paths:
-        raise DataError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
-    return paths, labels, classes
+    return root, classes
+
+
+def _has_images(folder: Path) -> bool:
+    """True if ``folder`` holds an image file (stops at the first: no full listing needed)."""
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
+
+
+def _empty_train_classes(empty: list[Path]) -> DataError:
+    """The error for train/ class folders without images (a class the model can never learn)."""
+    these, hold = ("this folder", "holds") if len(empty) == 1 else ("these folders", "hold")
+    return DataError(
+        f"{_names([str(p) for p in empty])} {hold} no images ({', '.join(IMAGE_EXTENSIONS)}; "
+        "sub-folders are not searched), so training would add a class the model can never "
+        f"learn. Remove {these} or add images to {'it' if len(empty) == 1 else 'them'}.")
+
+
+def _names(names: list[str], most: int = 10) -> str:
+    """``names`` for a message: all of a few, or the first ``most`` and a count."""
+    if not names:
+        return "none"
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def typical_short_side(folder: Path, split: str = "train", samples: int = 32) -> int:
@@ -156,6 +219,45 @@ def _decode_chunk(args: tuple[str, list[tuple[int, str]], int]) -> list[tuple[in
     return results
 
 
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _worker_init(parent: int) -> None:
+    """Decode worker set-up: end with the parent, leave Ctrl-C to it.
+
+    A parent killed by SIGTERM runs no clean-up, and its fork workers used to live on (waiting
+    for work that never comes), keeping the cache lock and so stalling the next run for ever.
+    On Linux the kernel now sends SIGKILL to the worker when the parent dies. (Strictly: when the
+    thread that forked it ends; the pool forks from the thread calling build_cache.)
+    """
+    if sys.platform == "linux":
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):  # no usable libc: the parent's clean-up still applies
+            pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    # Ctrl-C reaches the whole process group; the parent ends the workers (_stop_workers), and a
+    # worker's own KeyboardInterrupt would only print a traceback per worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the decode now: cancel queued chunks and terminate the workers.
+
+    ``with ProcessPoolExecutor`` would instead wait for every submitted chunk to be decoded.
+    """
+    if hasattr(pool, "terminate_workers"):  # Python 3.14+
+        pool.terminate_workers()
+        return
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # no public way before 3.14
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
+
+
 def build_cache(folder: Path, split: str, resolution: int, cache_dir: Path = DATA_ROOT / "cache",
                 workers: int = 0, name: str | None = None) -> ImageSet:
     """Return the split as an ImageSet, decoding it into the cache first if needed.
@@ -173,7 +275,8 @@ def build_cache(folder: Path, split: str, resolution: int, cache_dir: Path = DAT
         return _load(npy, meta_path)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        with locked(cache_dir, f".{key}.lock"):  # another run may be decoding the same split
+        # another run may be decoding the same split
+        with locked(cache_dir, f".{key}.lock", what=f"decoding {key} into {cache_dir}"):
             if not (meta_path.exists() and npy.exists()):  # ... and may have finished meanwhile
                 for stale in cache_dir.glob(f"{key}-*"):  # same dataset/split/size, older source
                     log.info("source changed: removing stale cache %s", stale.name)
@@ -192,6 +295,9 @@ def _write(npy: Path, meta_path: Path, paths: list[Path], labels: list[int], cla
            resolution: int, workers: int, key: str) -> None:
     tmp = npy.with_suffix(".npy.tmp")
     n = len(paths)
+    # A new file, not the old one truncated: anything still mapping a killed run's file
+    # writes into that one, never into ours.
+    tmp.unlink(missing_ok=True)
     np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, resolution, resolution, 3)).flush()
     workers = workers or os.cpu_count() or 1
     chunks = [(str(tmp), [(i, str(paths[i])) for i in range(s, min(s + 256, n))], resolution)
@@ -207,10 +313,16 @@ def _write(npy: Path, meta_path: Path, paths: list[Path], labels: list[int], cla
     else:
         # fork: workers need no re-import of the caller (train.py), so they start instantly.
         ctx = mp.get_context("fork") if sys.platform == "linux" else None
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(os.getpid(),))
+        try:
             for r in pool.map(_decode_chunk, chunks):
                 results += r
                 bar.update(len(r))
+        except BaseException:  # Ctrl-C, SystemExit, a broken pool: stop now, not after the decode
+            pool.shutdown()
+            raise
+        pool.shutdown()
     bar.close()
 
     results.sort()

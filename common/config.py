@@ -63,8 +63,9 @@ def parse_value(name: str, text: str, default: Any) -> Any:
         if kind is tuple:
             value = ast.literal_eval(text)
             value = tuple(value) if isinstance(value, (list, tuple)) else None
-            if value is None or len(value) != len(default) or not all(
-                    isinstance(v, (int, float)) for v in value):
+            # Any length: a rule checks it where one length is meant (ADAM_BETAS).
+            if value is None or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                        for v in value):
                 raise ValueError
             return value
         return text
@@ -75,12 +76,13 @@ def parse_value(name: str, text: str, default: Any) -> Any:
 
 
 def parse_args(defaults: dict[str, Any], argv: Sequence[str], *, prog: str = "train.py",
-               doc: str = "", notes: dict[str, str] | None = None) -> dict[str, Any]:
+               doc: str = "", notes: dict[str, str] | None = None,
+               recipes: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Return ``defaults`` with the ``--NAME=value`` overrides of ``argv`` applied."""
     cfg = dict(defaults)
     for arg in argv:
         if arg in ("-h", "--help"):
-            print(usage(defaults, prog, doc, notes or {}))
+            print(usage(defaults, prog, doc, notes or {}, recipes or {}))
             sys.exit(0)
         m = re.fullmatch(r"--([A-Za-z_][A-Za-z0-9_]*)=(.*)", arg, flags=re.S)
         if not m:
@@ -95,7 +97,8 @@ def parse_args(defaults: dict[str, Any], argv: Sequence[str], *, prog: str = "tr
     return cfg
 
 
-def usage(defaults: dict[str, Any], prog: str, doc: str, notes: dict[str, str]) -> str:
+def usage(defaults: dict[str, Any], prog: str, doc: str, notes: dict[str, str],
+          recipes: dict[str, dict[str, Any]] | None = None) -> str:
     lines = [f"usage: python {prog} [--NAME=value ...]", ""]
     if doc:
         lines += [doc.strip().splitlines()[0], ""]
@@ -104,6 +107,10 @@ def usage(defaults: dict[str, Any], prog: str, doc: str, notes: dict[str, str]) 
     for k, v in defaults.items():
         note = notes.get(k, "")
         lines.append(f"  --{k.ljust(width)} = {v!r:<14} {note}".rstrip())
+    if recipes:
+        lines += ["", "recipes (--RECIPE=name sets these constants; what the command line sets still wins):"]
+        for name, values in recipes.items():
+            lines.append(f"  {name}: " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
     return "\n".join(lines)
 
 

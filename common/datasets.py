@@ -39,9 +39,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
+from types import ModuleType
+from typing import IO
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
-from urllib.request import Request, urlopen
+from urllib.request import Request, url2pathname, urlopen
 
 from tqdm import tqdm
 
@@ -141,17 +143,18 @@ def prepare_dataset(
     if _is_complete(target):
         return target
     _refuse_incomplete(target)  # before a long download, not after it
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    where = _parse_mirror(mirror, archive) if mirror else None  # refuse a bad one before any write
     _make_root(root)
-    with locked(root):
+    with locked(root, what=f"downloading/extracting {archive.folder}"):
         if _is_complete(target):  # another process finished it while we waited
             return target
         _refuse_incomplete(target)
         _clean_leftovers(root)
-        mirror = os.environ.get(MIRROR_ENV, "").strip()
-        if mirror and not _is_url(mirror):
-            path = _from_mirror_folder(mirror, archive)
+        if isinstance(where, Path):
+            path = _from_mirror_folder(mirror, where, archive)
             return extract(path, root, archive.folder, md5=archive.md5, source=str(path))
-        url = f"{mirror.rstrip('/')}/{archive.filename}" if mirror else archive.url
+        url = f"{where.rstrip('/')}/{archive.filename}" if where else archive.url
         path = download(url, root / archive.filename, archive.md5,
                         retries=retries, backoff=backoff, timeout=timeout)
         return extract(path, root, archive.folder, md5=archive.md5, source=url)
@@ -480,16 +483,42 @@ def _from_source(src: Path, archive: Archive, root: Path) -> Path:
                             "damaged or incomplete, or the upstream archive has changed. Get a "
                             "fresh copy, or extract it yourself and pass the folder as DATA_PATH.")
     _make_root(root)
-    with locked(root):
+    with locked(root, what=f"extracting {src}"):
         return extract(src, root, folder, md5=md5, source=str(src))
 
 
-def _from_mirror_folder(mirror: str, archive: Archive) -> Path:
+def _parse_mirror(mirror: str, archive: Archive) -> str | Path:
+    """``$VISION_HIST_MIRROR`` as an http(s) base URL (a str) or a local folder (a Path).
+
+    A value with a scheme (``name:``, two letters or more) is a URL; ``C:\\mirror`` (a drive
+    letter) and anything without one is a path. Only http(s) URLs with a host and local
+    ``file://`` URLs are usable: any other URL used to be taken for a folder name, and the
+    message then showed it with its ``//`` collapsed.
+    """
+    parts = urlsplit(mirror)
+    if len(parts.scheme) < 2:
+        return Path(mirror).expanduser()
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return mirror
+    if parts.scheme == "file" and parts.netloc in ("", "localhost"):
+        return Path(url2pathname(parts.path))
+    if parts.scheme in ("http", "https"):
+        why = "the URL names no host"
+    elif parts.scheme == "file":
+        why = f"a file:// URL must name a folder on this machine, not on {parts.netloc}"
+    else:
+        why = f"{parts.scheme}:// URLs cannot be downloaded"
+    raise DataError(f"{MIRROR_ENV}={mirror} is not supported: {why}. Supported are http:// and "
+                    f"https:// URLs (the base under which {archive.filename} lies) or a local "
+                    f"folder path holding {archive.filename}. Fix or unset {MIRROR_ENV}, or pass "
+                    "the archive or its extracted folder as DATA_PATH.")
+
+
+def _from_mirror_folder(mirror: str, folder: Path, archive: Archive) -> Path:
     """The archive inside a local mirror folder, MD5 checked (the user's file is never moved)."""
-    folder = Path(mirror[len("file://"):] if mirror.startswith("file://") else mirror).expanduser()
     path = folder / archive.filename
     if not path.is_file():
-        raise DataError(f"{MIRROR_ENV}={mirror} is not a URL, so it must be a folder holding "
+        raise DataError(f"{MIRROR_ENV}={mirror} names the local folder {folder}, which must hold "
                         f"{archive.filename}, but {path} does not exist. Put the archive there, "
                         f"fix or unset {MIRROR_ENV}, or pass an extracted folder as DATA_PATH.")
     got = md5sum(path)
@@ -520,10 +549,6 @@ def _lookup(name: str, size: str) -> Archive:
         choices = ", ".join(f"{n}/{s}" for n, s in ARCHIVES)
         raise DataError(f"Unknown dataset {name!r} size {size!r}; choose one of {choices}.")
     return ARCHIVES[key]
-
-
-def _is_url(text: str) -> bool:
-    return urlsplit(text).scheme in ("http", "https")
 
 
 def _is_complete(folder: Path) -> bool:
@@ -578,24 +603,124 @@ def _clean_leftovers(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def locked(root: Path, name: str = LOCK_NAME) -> Iterator[None]:
+def locked(root: Path, name: str = LOCK_NAME, what: str = "preparing data") -> Iterator[None]:
     """Hold an exclusive lock (the file ``root/name``) so that parallel processes (DDP ranks,
-    two runs at once) download, extract or decode only once and never over each other."""
+    two runs at once) download, extract or decode only once and never over each other.
+
+    ``what`` says what the holder is doing; it is written into the lock file with the holder's
+    PID and command line, so that a process kept waiting can say who it waits for.
+    """
     try:
         import fcntl
     except ImportError:  # Windows: no lock; one process at a time is up to the user
         yield
         return
-    with open(root / name, "a") as f:
+    path = Path(root) / name
+    with open(path, "a+") as f:
+        _wait_for_lock(f, path, fcntl)
+        _held_locks.add(f.fileno())
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("Waiting for another process preparing data in %s", root)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
+            f.truncate(0)  # "a+" appends, so after the truncation the record starts the file
+            f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": what,
+                                "command": " ".join(sys.orig_argv)[:300],
+                                "since": datetime.now().isoformat(timespec="seconds")}) + "\n")
+            f.flush()
             yield
         finally:
+            _held_locks.discard(f.fileno())
+            f.truncate(0)  # a record in an unlocked file would name a process that is done
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+LOCK_POLL = 0.2  # seconds between tries of a busy lock
+
+
+def _wait_for_lock(f: IO[str], path: Path, fcntl: ModuleType) -> None:
+    """Take the lock on ``f``; while it is busy, say who holds it, and again whenever that changes
+    (the holder dies but a process that inherited the lock keeps it, a new holder takes over)."""
+    said, start = "", time.monotonic()
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        holder = _read_holder(path)
+        # An empty record for a moment is a holder that has the lock but not yet written it.
+        if holder is not None or time.monotonic() - start > 1.0:
+            message = _holder_message(path, holder)
+            if message != said:
+                log.warning("%s", message)
+                said = message
+        time.sleep(LOCK_POLL)
+
+
+def _read_holder(path: Path) -> dict | None:
+    """The record ``locked`` wrote into a lock file, or None if there is none (yet)."""
+    try:
+        holder = json.loads(path.read_text())
+        return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _holder_message(path: Path, holder: dict | None) -> str:
+    """What a process waiting for the lock ``path`` tells the user."""
+    find = f"`fuser -v {path}` lists the processes that have it open"
+    if holder is None:
+        return f"Waiting for the lock {path}: another process holds it ({find})."
+    pid = holder["pid"]
+    who = (f"PID {pid} ({holder.get('what', '?')}; command: {holder.get('command', '?')}; "
+           f"since {holder.get('since', '?')})")
+    if holder.get("host", socket.gethostname()) != socket.gethostname():
+        return (f"Waiting for the lock {path}: held by {who} on host {holder['host']}. This run "
+                "goes on when that one is done.")
+    if not _pid_running(pid):
+        return (f"Waiting for the lock {path}: it was taken by {who}, which no longer exists, yet "
+                f"the lock is still held: a process that inherited it from PID {pid} (a leftover "
+                f"worker) keeps it. Stop that process ({find}) and this run goes on.")
+    return f"Waiting for the lock {path}: held by {who}. This run goes on when that one is done."
+
+
+def _pid_running(pid: int) -> bool:
+    """True if process ``pid`` exists on this machine and is not a zombie (its files closed)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:  # Linux: "pid (name) S ..."; Z is a zombie
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+# File descriptors of the locks this process holds now (see _drop_locks_in_child).
+_held_locks: set[int] = set()
+
+
+def _drop_locks_in_child() -> None:
+    """In a forked child (a decode worker), let go of the parent's locks.
+
+    An flock belongs to the open file description, which a fork shares: a child that outlived
+    its parent used to keep the lock, and the next run waited for ever. Closing the child's copy
+    never releases the parent's lock (it ends with the last descriptor, or an explicit unlock).
+    dup2 of /dev/null closes it and keeps the number valid, so the child's copy of the lock file
+    object, should it ever be closed or unlocked, only touches /dev/null.
+    """
+    if not _held_locks:
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in _held_locks:
+        os.dup2(null, fd, inheritable=False)
+    os.close(null)
+    _held_locks.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; subprocess's fork+exec does not call it (no need)
+    os.register_at_fork(after_in_child=_drop_locks_in_child)
 
 
 def _move_aside(path: Path, name: str | None = None) -> Path:

@@ -10,6 +10,12 @@ scale and ratio mean what they mean in torchvision, and the squash is undone by 
 
 Randomness is a function of (seed, epoch, step) only, so a run resumed at any step sees the
 same batches it would have seen without stopping, and every DDP rank agrees on the permutation.
+
+Evaluation views (``iterate_views``), cut in batch the same way:
+  AlexNet's ten-crop test: Krizhevsky, Sutskever, Hinton, "ImageNet Classification with Deep
+    Convolutional Neural Networks", NeurIPS 2012, Sec. 4.1.
+  VGG's multi-scale test: Simonyan, Zisserman, "Very Deep Convolutional Networks for Large-Scale
+    Image Recognition", arXiv:1409.1556, Sec. 3.2 and Table 4.
 """
 from __future__ import annotations
 
@@ -28,6 +34,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # A hook for per-architecture extras (mixup, cutmix, random erasing, colour ops ...):
 # (images (B, 3, H, W) float normalised, labels, generator) -> (images, labels or soft targets).
 BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+# Evaluation views of each image, as iterate_views yields them (see BatchLoader).
+EVAL_VIEWS = ("center", "flip", "5crop", "10crop")
+# Where the five crops sit, in units of the room left around the crop (grid y = -1 is the top):
+# centre, top-left, top-right, bottom-left, bottom-right, the order of AlexNet's Sec. 4.1 list.
+_FIVE_CROPS = ((0.0, 0.0), (-1.0, -1.0), (1.0, -1.0), (-1.0, 1.0), (1.0, 1.0))
 
 
 def shard_indices(n: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1,
@@ -61,6 +73,9 @@ class BatchLoader:
     Train mode: random-resized-crop (``scale``, ``ratio`` as in torchvision), horizontal flip,
     then ``extras``. Eval mode: the deterministic resize + centre crop (``eval_crop`` of the
     short side, 0.875 = the usual 224/256), computed once and kept as uint8.
+
+    Eval mode also offers several views of each image through ``iterate_views`` (``views``, one
+    of EVAL_VIEWS, at each of ``scales``); plain iteration always yields the centre crop alone.
     """
 
     def __init__(self, data: ImageSet, batch_size: int, *, train: bool, image_dim: int,
@@ -68,9 +83,21 @@ class BatchLoader:
                  drop_last: bool | None = None, scale: tuple[float, float] = (0.35, 1.0),
                  ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: bool = True, eval_crop: float = 0.875,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 channels_last: bool = False, extras: Sequence[BatchTransform] = ()) -> None:
+                 channels_last: bool = False, extras: Sequence[BatchTransform] = (), views: str = "center",
+                 scales: Sequence[float] = (1.0,)) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if views not in EVAL_VIEWS:
+            raise ValueError(f"unknown eval views {views!r}; choose one of "
+                             f"{', '.join(map(repr, EVAL_VIEWS))}")
+        scales = tuple(float(s) for s in scales)
+        if not scales or not all(0 < s < math.inf and round(image_dim * s) >= 1 for s in scales):
+            raise ValueError(f"eval scales must be positive numbers, each giving at least 1 pixel (the test "
+                             f"image is image_dim * s pixels wide, e.g. (0.875, 1.0, 1.143)), got {scales}")
+        if train and (views, scales) != ("center", (1.0,)):
+            raise ValueError(f"views={views!r}, scales={scales} are evaluation views: give them to a "
+                             f"loader with train=False")
+        self.views, self.scales = views, scales
         self.device = torch.device(device)
         self.batch_size, self.train, self.image_dim = batch_size, train, image_dim
         self.seed, self.rank, self.world_size = seed, rank, world_size
@@ -86,7 +113,14 @@ class BatchLoader:
         self._mul = 1.0 / (255.0 * std_t)
         self._add = -torch.tensor(mean, device=self.device).view(1, 3, 1, 1) / std_t
         self.epoch = 0
+        self._source: torch.Tensor | None = None
         if not train:  # eval images never change: crop them once, keep them as uint8
+            if (views, scales) != ("center", (1.0,)):
+                # Corners and other sizes are cut per batch from the uint8 source, so it stays on
+                # the device beside the crops: N x 3 x res^2 bytes more (Imagenette's 3925 val
+                # images cached at 160 px: 0.3 GB), instead of the views x scales times
+                # N x 3 x d^2 that caching every view would take.
+                self._source = self.images
             self.images = self._centre_crops()
 
     def __len__(self) -> int:
@@ -103,16 +137,19 @@ class BatchLoader:
         """Select the epoch whose permutation and augmentations __iter__ produces."""
         self.epoch = epoch
 
+    @property
+    def view_name(self) -> str:
+        """The eval views as a log column name: "center", "10crop", "flip@0.875,1,1.143"."""
+        if self.scales == (1.0,):
+            return self.views
+        return f"{self.views}@" + ",".join(f"{round(s, 3):g}" for s in self.scales)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.iterate()
 
     def iterate(self, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield this epoch's batches from ``start_step`` on (a resumed run skips what it did)."""
-        idx = shard_indices(len(self.labels), self.epoch, self.seed, self.rank, self.world_size,
-                            shuffle=self.train, equal=self.drop_last)
-        for step in range(start_step, len(self)):
-            b = idx[step * self.batch_size:(step + 1) * self.batch_size]
-            b_dev = self._to_device(b)
+        for step, b, b_dev in self._batches(start_step):
             y = self.labels[b_dev]
             if self.train:
                 g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, step, self.rank))
@@ -120,11 +157,63 @@ class BatchLoader:
                 x = x * self._mul + self._add
                 for extra in self.extras:
                     x, y = extra(x, y, g)
+                yield self._layout(x), y
             else:
-                x = self.images[b_dev].float() * self._mul + self._add
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, y
+                yield self._normalise(self.images[b_dev]), y
+
+    def iterate_views(self, start_step: int = 0) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+        """Eval mode: yield ([x of each view], labels) per batch, each x (B, 3, d, d) normalised.
+
+        Views, scale by scale (d = round(image_dim * s) for s in ``scales``, VGG Sec. 3.2):
+        "center" the centre crop; "flip" it and its mirror; "5crop" the centre crop and the same
+        square at the four corners (top-left, top-right, bottom-left, bottom-right); "10crop"
+        those five, then their five mirrors (AlexNet Sec. 4.1). The "center" view at d ==
+        image_dim is exactly what ``iterate`` yields.
+
+        Deviation from VGG: its multi-scale test runs the net densely over the whole uncropped
+        image rescaled to each size; here the eval square is what is rescaled (``eval_crop=1.0``
+        takes all of the short side), so a batch stays one tensor per view.
+        """
+        if self.train:
+            raise RuntimeError("iterate_views is for evaluation loaders (train=False)")
+        five = self.views in ("5crop", "10crop")
+        mirror = self.views in ("flip", "10crop")
+        for _, b, b_dev in self._batches(start_step):
+            src = None if self._source is None else self._source[b_dev].float()  # one cast per batch
+            xs: list[torch.Tensor] = []
+            for s in self.scales:
+                d = round(self.image_dim * s)
+                crops = [self._normalise(self._eval_crop(b, b_dev, src, d, cx, cy))
+                         for cx, cy in _FIVE_CROPS[:5 if five else 1]]
+                # a mirror of the crop, not a crop of the mirror: its pixels are exactly the view's
+                xs += (crops + [c.flip(-1) for c in crops]) if mirror else crops
+            yield xs, self.labels[b_dev]
+
+    def _batches(self, start_step: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(step, indices on the CPU, the same on the device) of this rank's batches."""
+        idx = shard_indices(len(self.labels), self.epoch, self.seed, self.rank, self.world_size,
+                            shuffle=self.train, equal=self.drop_last)
+        for step in range(start_step, len(self)):
+            b = idx[step * self.batch_size:(step + 1) * self.batch_size]
+            yield step, b, self._to_device(b)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (or its float values) -> normalised float in the loader's memory layout."""
+        return self._layout(x.float() * self._mul + self._add)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _eval_crop(self, b: torch.Tensor, b_dev: torch.Tensor, src: torch.Tensor | None, d: int,
+                   cx: float, cy: float) -> torch.Tensor:
+        """The eval square of batch ``b_dev`` placed at (cx, cy) of the room around it, at d x d
+        pixels, rounded like the cached centre crops; those are reused where they fit."""
+        if (cx, cy) == (0.0, 0.0) and d == self.image_dim:
+            return self.images[b_dev]
+        assert src is not None  # the constructor keeps the source whenever views need it
+        fw, fh = self._eval_box(self.aspect[b])  # on the CPU, like the training crops: no sync
+        x = self._sample(src, fw, fh, cx * (1 - fw), cy * (1 - fh), d)
+        return x.round_().clamp_(0, 255)
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         """CPU -> device without stalling: a plain copy from pageable memory waits for the GPU's
@@ -155,23 +244,27 @@ class BatchLoader:
         return self._sample(self.images[b_dev], fw * flip, fh, cx, cy)
 
     def _sample(self, src: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, cx: torch.Tensor,
-                cy: torch.Tensor) -> torch.Tensor:
-        """Resample the boxes (centre cx, cy; half-extent sx, sy in grid units) to image_dim."""
+                cy: torch.Tensor, d: int | None = None) -> torch.Tensor:
+        """Resample the boxes (centre cx, cy; half-extent sx, sy in grid units) to d (image_dim)."""
         n = len(src)
         theta = torch.zeros(n, 2, 3)
         theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, cx, sy, cy
-        d = self.image_dim
+        d = d or self.image_dim
         grid = F.affine_grid(self._to_device(theta), [n, 3, d, d], align_corners=False)
         return F.grid_sample(src.float(), grid, mode="bilinear", padding_mode="reflection",
                              align_corners=False)
+
+    def _eval_box(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The eval square, ``eval_crop`` x the short side, as fractions of the stored width and
+        height of sources of aspect ``a`` (width / height)."""
+        return self.eval_crop * torch.clamp(1 / a, max=1.0), self.eval_crop * torch.clamp(a, max=1.0)
 
     def _centre_crops(self) -> torch.Tensor:
         """Resize + centre crop: a square of ``eval_crop`` x the source's short side."""
         out = []
         for s in range(0, len(self.images), 512):
             a = self.aspect[s:s + 512]
-            fw = self.eval_crop * torch.clamp(1 / a, max=1.0)  # crop side / source width
-            fh = self.eval_crop * torch.clamp(a, max=1.0)  # crop side / source height
+            fw, fh = self._eval_box(a)
             zero = torch.zeros(len(a))
             x = self._sample(self.images[s:s + 512], fw, fh, zero, zero)
             out.append(x.round_().clamp_(0, 255).to(torch.uint8))

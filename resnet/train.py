@@ -1,19 +1,15 @@
 """Train a ResNet (He et al. 2015, arXiv:1512.03385) from scratch on Imagenette.
 
     python resnet/train.py                                  # the modern recipe below
+    python resnet/train.py --RECIPE=paper                   # the paper's, Sec. 3.4
     python resnet/train.py --ARCH=resnet34 --NUM_EPOCHS=20  # any constant, --NAME=value
-    python resnet/train.py --help                           # every constant and its value
+    python resnet/train.py --help                           # every constant, its value, the recipes
 
-The defaults are a modern single-GPU recipe (one-cycle SGD with Nesterov momentum, label
-smoothing, zero-init residuals, no weight decay on BN/bias, a light random-resized-crop). The
-paper's own recipe (Sec. 3.4: SGD, momentum 0.9, weight decay 1e-4 on everything, learning
-rate 0.1 divided by 10 when the error plateaus, batch 256, 224 px) is one command away:
-
-    python resnet/train.py --LR_SCHEDULE=plateau --LEARNING_RATE=0.1 --BATCH_SIZE=256 \
-        --WEIGHT_DECAY=1e-4 --DECAY_NORM_AND_BIAS=True --NESTEROV=False --LABEL_SMOOTHING=0 \
-        --ZERO_INIT_RESIDUAL=False --WARMUP_EPOCHS=0 --IMAGE_DIM=224 --DATASET_SIZE=320 --NUM_EPOCHS=90
-
-(The paper's scale augmentation, a 224 crop of the image resized to a short side of 256-480,
+The constants are a modern single-GPU recipe (one-cycle SGD with Nesterov momentum, label
+smoothing, zero-init residuals, no weight decay on BN/bias, a light random-resized-crop).
+RECIPES["paper"] holds the paper's own: SGD, momentum 0.9, weight decay 1e-4 on everything,
+learning rate 0.1 divided by 10 when the error plateaus, batch 256, 224 px crops, 10-crop
+testing. (Its scale augmentation, a 224 crop of the image resized to a short side of 256-480,
 is approximated by random-resized-crop: MIN_SCALE.)
 """
 import sys
@@ -21,16 +17,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from any folder, no PYTHONPATH
 
-from common import trainer  # noqa: E402
+from common import script  # noqa: E402
 from resnet.model import MODELS  # noqa: E402
 
 # --- data
 DATASET = "imagenette"  # imagenette or imagewoof
 DATASET_SIZE = "160"  # fastai archive: 160, 320 or full (short side, pixels)
-DATA_PATH = ""  # an archive or extracted folder you already have ('' = download)
 IMAGE_DIM = 128  # training crop, pixels (the paper: 224)
 EVAL_IMAGE_DIM = 0  # evaluation size, pixels (0 = IMAGE_DIM; larger: "FixRes", arXiv:1906.06423)
 MIN_SCALE = 0.35  # random-resized-crop's smallest area fraction (torchvision's default, from Inception: 0.08)
+HFLIP = True  # random horizontal flips (Sec. 3.4, after AlexNet)
 
 # --- model
 ARCH = "resnet18"  # resnet18/34/50/101/152, or plain18/plain34 (no shortcuts, Sec. 4.1)
@@ -42,7 +38,7 @@ WIDTH = 64  # channels of conv1 and conv2_x; later stages x2, x4, x8 (Table 1)
 # --- optimisation
 NUM_EPOCHS = 20
 BATCH_SIZE = 128  # per GPU
-OPTIMIZER = "sgd"  # sgd or adamw
+OPTIMIZER = "sgd"  # sgd, adam, adamw or rmsprop
 LEARNING_RATE = 0.4  # peak; the paper: 0.1 for batch 256
 MOMENTUM = 0.9  # the paper's
 NESTEROV = True
@@ -56,6 +52,17 @@ PLATEAU_PATIENCE = 3  # plateau: ... after this many epochs without progress
 LABEL_SMOOTHING = 0.1  # Szegedy et al. 2016, arXiv:1512.00567, Sec. 7
 GRAD_CLIP = 0.0  # max gradient norm (0 = off)
 EMA_DECAY = 0.0  # weight averaging per step (0 = off; e.g. 0.999 for long runs)
+
+RECIPES = {
+    # Sec. 3.4: "The learning rate starts from 0.1 and is divided by 10 when the error plateaus
+    # ... weight decay of 0.0001 and a momentum of 0.9"; 10-crop testing for the comparisons.
+    "paper": {"LR_SCHEDULE": "plateau", "LEARNING_RATE": 0.1, "BATCH_SIZE": 256, "WEIGHT_DECAY": 1e-4,
+              "DECAY_NORM_AND_BIAS": True, "NESTEROV": False, "LABEL_SMOOTHING": 0.0,
+              "ZERO_INIT_RESIDUAL": False, "WARMUP_EPOCHS": 0.0, "IMAGE_DIM": 224, "DATASET_SIZE": "320",
+              "NUM_EPOCHS": 90, "EVAL_VIEWS": "10crop"},
+    # A smoke test in seconds on a CPU (and the test suite's setting for this script).
+    "tiny": {"IMAGE_DIM": 32, "WIDTH": 4, "BATCH_SIZE": 8, "NUM_EPOCHS": 2, "WARMUP_EPOCHS": 0.5},
+}
 
 
 def build_model(cfg: dict, num_classes: int):
@@ -78,7 +85,7 @@ RULES = {
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    return trainer.main(sys.modules[__name__], build_model, argv, rules=RULES)
+    return script.main(sys.modules[__name__], build_model, argv, rules=RULES)
 
 
 if __name__ == "__main__":

@@ -256,3 +256,34 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # keep pytest output clean
         pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes (Linux /proc: psutil is not a dependency)
+# ---------------------------------------------------------------------------------------------
+
+
+def child_pids(pid: int) -> set[int]:
+    """The PIDs of the live processes whose parent is ``pid``."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _proc_field(int(entry.name), "PPid") == str(pid):
+            children.add(int(entry.name))
+    return {c for c in children if pid_alive(c)}
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` runs; a zombie (dead, not yet reaped by an init that may never) is not."""
+    state = _proc_field(pid, "State")
+    return state is not None and not state.startswith(("Z", "X"))
+
+
+def _proc_field(pid: int, name: str) -> str | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key == name:
+                return value.strip()
+    except OSError:  # gone meanwhile
+        pass
+    return None

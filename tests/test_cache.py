@@ -9,6 +9,11 @@ same array whatever the number of decode processes.
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +25,7 @@ from PIL import Image
 from common import cache
 from common.cache import ImageSet, build_cache
 from common.datasets import DataError
-from tests.helpers import EXTRAS, class_colour, make_image_tree
+from tests.helpers import EXTRAS, child_pids, class_colour, make_image_tree, pid_alive
 
 RES = 16  # cache side, pixels: tiny keeps every build well under a second
 
@@ -296,9 +301,6 @@ def test_imageset_rejects_bad_labels_and_aspect(labels: torch.Tensor, kwargs: di
 
 def test_two_processes_building_the_same_cache_at_once(tmp_path: Path) -> None:
     """Two runs started together: one decodes, the other waits and reuses it (no lost files)."""
-    import subprocess
-    import sys
-
     tree = make_image_tree(tmp_path / "src", "imagenette2-160", n_train=20, n_val=1, size=(40, 30))
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path;"
             "from common.cache import build_cache;"
@@ -311,3 +313,151 @@ def test_two_processes_building_the_same_cache_at_once(tmp_path: Path) -> None:
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     assert [o[0].strip() for o in outs] == ["200", "200"]
     assert len([f for f in cache_files(tmp_path / "cache") if f.endswith(".npy")]) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Class folders checked before decoding
+# ---------------------------------------------------------------------------------------------
+
+
+def test_check_class_folders_accepts_matching_splits(tree: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """The truncated JPEG does not matter: nothing is decoded, only names and listings."""
+    with caplog.at_level("WARNING", logger="common.cache"):
+        cache.check_class_folders(tree)
+    assert caplog.records == []
+
+
+def test_check_class_folders_refuses_different_classes(tree: Path) -> None:
+    """A class with images only in val/ would be scored against another class's label."""
+    only_val = tree / "val" / "n09999999"
+    only_val.mkdir()
+    Image.new("RGB", (20, 16)).save(only_val / "x.JPEG")
+    shutil.rmtree(tree / "val" / "n02979186")
+    with pytest.raises(DataError) as info:
+        cache.check_class_folders(tree)
+    msg = str(info.value)
+    assert f"train/ and val/ of {tree} hold different class folders" in msg
+    assert "Only in train/: n02979186." in msg and "Only in val/: n09999999." in msg
+
+
+def test_check_class_folders_lists_many_differences_briefly(tree: Path) -> None:
+    for k in range(12):
+        (tree / "train" / f"extra{k:02d}").mkdir()
+    with pytest.raises(DataError, match=r"Only in train/: extra00, .*extra09 and 2 more\. "
+                                         r"Only in val/: none\."):
+        cache.check_class_folders(tree)
+
+
+@pytest.mark.parametrize("check", ["check_class_folders", "build_cache"])
+def test_empty_train_class_refused(tree: Path, tmp_path: Path, check: str) -> None:
+    """An empty train/ class folder used to add, silently, a class the model can never learn.
+    A file that is not an image does not count."""
+    empty = tree / "train" / "n09999999"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    (tree / "val" / "n09999999").mkdir()
+    Image.new("RGB", (20, 16)).save(tree / "val" / "n09999999" / "x.JPEG")
+    with pytest.raises(DataError) as info:
+        if check == "build_cache":
+            build_cache(tree, "train", RES, tmp_path / "cache", workers=1)
+        else:
+            cache.check_class_folders(tree)
+    msg = str(info.value)
+    assert msg.startswith(f"{empty} holds no images (.jpeg, .jpg")
+    assert "a class the model can never learn. Remove this folder or add images to it." in msg
+    assert cache_files(tmp_path / "cache") == []  # refused before anything was decoded
+
+
+def test_empty_val_class_warned_not_refused(tree: Path, tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    empty = tree / "val" / "n02102040"
+    for f in empty.iterdir():
+        f.unlink()
+    with caplog.at_level("WARNING", logger="common.cache"):
+        cache.check_class_folders(tree)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{empty} holds no images (.jpeg, .jpg, .png, .bmp, .webp): class n02102040 is trained "
+        "but never validated"]
+    val = build_cache(tree, "val", RES, tmp_path / "cache", workers=1)  # allowed when building too
+    assert val.classes == ["n01440764", "n02102040", "n02979186"]
+    assert val.labels.tolist() == [0, 0, 2, 2]
+
+
+# ---------------------------------------------------------------------------------------------
+# SIGTERM during the decode
+# ---------------------------------------------------------------------------------------------
+
+REPO = str(Path(__file__).resolve().parents[1])
+
+# Builds the train cache with 2 workers, each decode slowed to 0.1 s and logged with the
+# worker's PID; "exit" turns SIGTERM into SystemExit, as a training script's handler may.
+SLOW_BUILD = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from common import cache
+real = cache.decode
+def slow(path, resolution):
+    with open(sys.argv[4], "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    time.sleep(0.1)
+    return real(path, resolution)
+cache.decode = slow
+if sys.argv[5] == "exit":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+cache.build_cache(Path(sys.argv[2]), "train", 16, Path(sys.argv[3]), workers=2)
+"""
+BUILD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from common.cache import build_cache
+print(len(build_cache(Path(sys.argv[2]), "train", 16, Path(sys.argv[3]), workers=2)))
+"""
+
+
+def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("on_sigterm", ["die", "exit"])
+def test_sigterm_mid_decode_leaves_no_worker_and_no_stuck_lock(tmp_path: Path,
+                                                                on_sigterm: str) -> None:
+    """SIGTERM while 2 workers decode: the workers end with the parent (they used to live on,
+    holding the cache lock, and the next run waited for ever), whether the parent dies at once
+    ("die") or exits through SystemExit ("exit", which used to wait for the whole decode)."""
+    # 512 images: two chunks of 256, one per worker, about 26 s of slowed decoding
+    tree = make_image_tree(tmp_path / "src", n_classes=2, n_train=256, n_val=0, size=(12, 10))
+    cache_dir, decoded = tmp_path / "cache", tmp_path / "decoded-by.txt"
+    decoded.touch()
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_BUILD, REPO, str(tree), str(cache_dir),
+                             str(decoded), on_sigterm], stderr=subprocess.PIPE, text=True)
+    workers: set[int] = set()
+    try:
+        # import torch can take a while on a busy machine
+        wait_until(lambda: len(set(decoded.read_text().split())) == 2 or proc.poll() is not None,
+                   60, "both workers to decode")
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        workers = {int(p) for p in decoded.read_text().split()} | child_pids(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        proc.wait(timeout=20)
+        assert time.monotonic() - sent < 10  # not after the whole decode
+        assert proc.returncode == (143 if on_sigterm == "exit" else -signal.SIGTERM)
+        wait_until(lambda: not any(pid_alive(p) for p in workers), 5, "the workers to end")
+    finally:
+        for pid in [proc.pid] * (proc.poll() is None) + [p for p in workers if pid_alive(p)]:
+            os.kill(pid, signal.SIGKILL)  # a failed test leaves nothing running
+        proc.wait()
+        proc.stderr.close()
+    assert not [f for f in cache_files(cache_dir) if f.endswith((".npy", ".json"))]
+
+    # the lock is free: the same split builds (a hang fails here instead of stalling the suite)
+    done = subprocess.run([sys.executable, "-c", BUILD, REPO, str(tree), str(cache_dir)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "512"

@@ -7,10 +7,11 @@ and whether it was flipped.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from common.cache import ImageSet
-from common.loader import IMAGENET_MEAN, IMAGENET_STD, BatchLoader, shard_indices
+from common.loader import EVAL_VIEWS, IMAGENET_MEAN, IMAGENET_STD, BatchLoader, shard_indices
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -306,3 +307,146 @@ def test_channels_last() -> None:
         assert x.is_contiguous(memory_format=torch.channels_last) and x.shape == (4, 3, 8, 8)
         x, _ = next(iter(BatchLoader(data, 4, train=train, image_dim=8)))
         assert x.is_contiguous()
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation views: flips, five and ten crops (AlexNet Sec. 4.1), scales (VGG Sec. 3.2)
+# ---------------------------------------------------------------------------------------------
+
+VIEW_COUNTS = {"center": 1, "flip": 2, "5crop": 5, "10crop": 10}
+
+
+def test_eval_views_shapes_counts_and_labels() -> None:
+    assert set(VIEW_COUNTS) == set(EVAL_VIEWS)
+    data = indexed_set(n=23, side=12, n_classes=5)
+    for views in EVAL_VIEWS:
+        for scales, dims in (((1.0,), [8]), ((0.5, 1.0, 1.25), [4, 8, 10])):
+            for channels_last in (False, True):
+                loader = BatchLoader(data, 10, train=False, image_dim=8, views=views, scales=scales,
+                                     channels_last=channels_last)
+                batches = list(loader.iterate_views())
+                assert len(batches) == len(loader) == 3
+                for (xs, y), (x0, y0), b in zip(batches, loader, (10, 10, 3)):
+                    assert len(xs) == VIEW_COUNTS[views] * len(scales)
+                    sizes = [d for d in dims for _ in range(VIEW_COUNTS[views])]  # scale by scale
+                    for x, d in zip(xs, sizes):
+                        assert x.shape == (b, 3, d, d) and x.dtype == torch.float32
+                        assert x.is_contiguous(memory_format=torch.channels_last) == channels_last
+                        assert torch.equal(y, ids(x) % 5)  # every view of image i is image i
+                    assert torch.equal(y, y0)
+
+
+def test_center_view_is_what_iterate_yields() -> None:
+    data = random_set(n=20, side=16, aspect=1.5)
+    for views in EVAL_VIEWS:
+        for scales in ((1.0,), (0.75, 1.0)):
+            loader = BatchLoader(data, 8, train=False, image_dim=12, views=views, scales=scales)
+            at_one = scales.index(1.0) * VIEW_COUNTS[views]  # the first view at scale 1
+            for (xs, y), (x, y0) in zip(loader.iterate_views(), loader, strict=True):
+                assert torch.equal(xs[at_one], x) and torch.equal(y, y0)
+    plain = BatchLoader(data, 8, train=False, image_dim=12)
+    ten = BatchLoader(data, 8, train=False, image_dim=12, views="10crop")
+    assert all(torch.equal(x, xs[0]) for (x, _), (xs, _) in zip(plain, ten.iterate_views(), strict=True))
+    assert plain._source is None and ten._source is not None  # the source is kept only for views
+
+
+def test_flip_views_are_exact_mirrors() -> None:
+    data = random_set(n=9, side=16, aspect=0.8)
+    xs, _ = next(BatchLoader(data, 9, train=False, image_dim=12, views="flip").iterate_views())
+    assert torch.equal(xs[1], xs[0].flip(-1)) and not torch.equal(xs[1], xs[0])
+    xs, _ = next(BatchLoader(data, 9, train=False, image_dim=12, views="10crop",
+                             scales=(1.0, 0.5)).iterate_views())
+    for i in range(5):
+        for at in (0, 10):
+            assert torch.equal(xs[at + 5 + i], xs[at + i].flip(-1))
+    assert not any(torch.equal(xs[i], xs[j]) for i in range(5) for j in range(i))  # five places
+
+
+def quadrant_set(n: int, side: int, aspect: float) -> tuple[ImageSet, torch.Tensor]:
+    """Images whose stored quadrants are four colours: top-left, top-right, bottom-left, -right."""
+    colours = torch.tensor([[200, 20, 20], [20, 200, 20], [20, 20, 200], [200, 200, 20]], dtype=torch.uint8)
+    img = torch.empty(side, side, 3, dtype=torch.uint8)
+    h = side // 2
+    img[:h, :h], img[:h, h:], img[h:, :h], img[h:, h:] = colours
+    return ImageSet(img.expand(n, -1, -1, -1).clone(), torch.zeros(n, dtype=torch.int64),
+                    torch.full((n,), aspect)), colours.float()
+
+
+def test_ten_crop_corners_pick_up_their_quadrants() -> None:
+    # A square source, crops of 0.4 x the side; and a 2:1 source, whose crop of 0.45 x the short
+    # side is 0.225 of the stored width: either way each corner crop lies inside one quadrant.
+    for aspect, eval_crop in ((1.0, 0.4), (2.0, 0.45)):
+        data, colours = quadrant_set(3, 16, aspect)
+        loader = BatchLoader(data, 3, train=False, image_dim=4, eval_crop=eval_crop, views="10crop")
+        xs, _ = next(loader.iterate_views())
+        for k in range(4):  # views 1..4: the corners; 6..9: their mirrors
+            for view in (xs[1 + k], xs[6 + k]):
+                want = colours[k].view(1, 3, 1, 1).expand(3, 3, 4, 4)
+                assert torch.allclose(to_pixels(view), want, atol=1.01), (aspect, k)
+        centre = to_pixels(xs[0]).mean(dim=(0, 2, 3))  # straddles all four: their mean colour
+        assert torch.allclose(centre, colours.mean(0), atol=1.01)
+
+
+def test_corner_crops_sit_at_the_source_edges() -> None:
+    """A 2:1 source: its square crops (eval_crop 1) are the left, central and right halves of
+    the stored width, all of its height; a 1:2 source: the top, central and bottom halves."""
+    side, dim = 16, 8
+    left, right = torch.arange(0, 8) * 10.0 + 5, torch.arange(8, 16) * 10.0 + 5
+    for aspect, axis in ((2.0, 2), (0.5, 1)):
+        loader = BatchLoader(ramp_set(2, side, axis=axis, aspect=aspect), 2, train=False, image_dim=dim,
+                             eval_crop=1.0, views="5crop")
+        xs, _ = next(loader.iterate_views())
+        # top-left, top-right, bottom-left, bottom-right: which half of the ramp each one shows
+        for x, half in zip(xs[1:], (left, right, left, right) if axis == 2 else (left, left, right, right)):
+            want = half.view(1, 1, 1, dim) if axis == 2 else half.view(1, 1, dim, 1)
+            assert torch.allclose(to_pixels(x), want.expand_as(x), atol=1.01)
+
+
+def test_scales_resample_the_same_square() -> None:
+    """Each scale is the eval square at round(image_dim * s) pixels: at s = side / image_dim
+    (and eval_crop 1) it is the stored image itself."""
+    data = random_set(n=4, side=16)
+    loader = BatchLoader(data, 4, train=False, image_dim=8, eval_crop=1.0, views="flip",
+                         scales=(2.0, 0.625, 1.0))
+    xs, _ = next(loader.iterate_views())
+    assert [x.shape[-1] for x in xs] == [16, 16, 5, 5, 8, 8]
+    assert torch.allclose(to_pixels(xs[0]), data.images.permute(0, 3, 1, 2).float(), atol=1.01)
+    assert torch.equal(xs[1], xs[0].flip(-1))
+
+
+def test_views_follow_the_shards_and_resume() -> None:
+    data = indexed_set(n=37)
+
+    def views_ids(rank: int, start: int = 0) -> list[int]:
+        loader = BatchLoader(data, 4, train=False, image_dim=6, rank=rank, world_size=2, views="10crop",
+                             scales=(0.5, 1.0))
+        seen = []
+        for xs, y in loader.iterate_views(start_step=start):
+            assert all(torch.equal(ids(x), ids(xs[0])) for x in xs)
+            seen += ids(xs[0]).tolist()
+        assert seen == torch.cat([ids(x) for x, _ in loader])[start * 4:].tolist()
+        return seen
+
+    r0, r1 = views_ids(0), views_ids(1)
+    assert not set(r0) & set(r1) and sorted(r0 + r1) == list(range(37))
+    assert views_ids(1, start=2) == r1[8:]
+
+
+def test_view_names_and_bad_views_refused() -> None:
+    data = random_set(n=4, side=8)
+
+    def name(**kw: object) -> str:
+        return BatchLoader(data, 4, train=False, image_dim=8, **kw).view_name
+
+    assert name() == "center" and name(views="10crop") == "10crop"
+    assert name(views="flip", scales=(0.875, 1.0, 8 / 7)) == "flip@0.875,1,1.143"
+    assert name(scales=[1.0, 1.5]) == "center@1,1.5"
+    with pytest.raises(ValueError, match="choose one of 'center', 'flip', '5crop', '10crop'"):
+        name(views="12crop")
+    for bad in ((0.0,), (1.0, -0.5), (), (float("nan"),), (float("inf"),), (0.01,)):
+        with pytest.raises(ValueError, match="scales must be positive"):
+            name(scales=bad)
+    with pytest.raises(ValueError, match="train=False"):
+        BatchLoader(data, 4, train=True, image_dim=8, views="flip")
+    with pytest.raises(RuntimeError, match="evaluation"):
+        next(BatchLoader(data, 4, train=True, image_dim=8).iterate_views())

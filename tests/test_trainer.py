@@ -10,13 +10,15 @@ import pytest
 import torch
 import torch.nn as nn
 
-from common import trainer
+from common import checkpoint, optim, recipe, script, system, trainer
 from common.cache import ImageSet
-from common.config import ConfigError, parse_args, parse_value
+from common.config import ConfigError, constants, parse_args, parse_value
+from resnet import train as resnet_train
 from resnet.model import resnet18
 
 # Small and quick: a tiny ResNet at 32 px, bf16 autocast and channels_last as in real runs.
-TINY = {"IMAGE_DIM": 32, "EVAL_IMAGE_DIM": 32, "BATCH_SIZE": 16, "NUM_EPOCHS": 2, "LEARNING_RATE": 0.05,
+RESNET_RECIPE = constants(resnet_train)  # a whole recipe, which fit requires
+TINY = {**RESNET_RECIPE, "IMAGE_DIM": 32, "EVAL_IMAGE_DIM": 32, "BATCH_SIZE": 16, "NUM_EPOCHS": 2, "LEARNING_RATE": 0.05,
         "LR_SCHEDULE": "onecycle", "WARMUP_EPOCHS": 0.5, "NESTEROV": True, "LABEL_SMOOTHING": 0.1,
         "EMA_DECAY": 0.9, "GRAD_CLIP": 5.0, "DEVICE": "cpu"}
 
@@ -154,7 +156,7 @@ def test_evaluate_runs_in_eval_mode_and_leaves_the_model_as_it_was() -> None:
     from common.loader import BatchLoader
 
     loader = BatchLoader(data, 8, train=False, image_dim=16)
-    ctx = trainer._autocast(torch.device("cpu"), "off")
+    ctx = system.autocast(torch.device("cpu"), "off")
     first = trainer.evaluate(model, loader, ctx)
     second = trainer.evaluate(model, loader, ctx)
     assert first == second  # deterministic: no dropout, no batch statistics
@@ -165,31 +167,31 @@ def test_evaluate_runs_in_eval_mode_and_leaves_the_model_as_it_was() -> None:
 
 
 def test_schedules() -> None:
-    cfg = {**trainer.DEFAULTS, "NUM_EPOCHS": 10, "LEARNING_RATE": 1.0}
-    step = trainer.Schedule({**cfg, "LR_SCHEDULE": "step", "LEARNING_RATE_DECAY_STEP_SIZE": 3}, 5)
+    cfg = {**RESNET_RECIPE, "NUM_EPOCHS": 10, "LEARNING_RATE": 1.0}
+    step = optim.Schedule({**cfg, "LR_SCHEDULE": "step", "LEARNING_RATE_DECAY_STEP_SIZE": 3}, 5)
     assert [step.lr(e * 5) for e in (0, 2, 3, 6, 9)] == pytest.approx([1, 1, 0.1, 0.01, 0.001])
-    cos = trainer.Schedule({**cfg, "LR_SCHEDULE": "cosine", "WARMUP_EPOCHS": 2.0}, 5)
+    cos = optim.Schedule({**cfg, "LR_SCHEDULE": "cosine", "WARMUP_EPOCHS": 2.0}, 5)
     assert cos.lr(0) == pytest.approx(0.1) and cos.lr(9) == pytest.approx(1.0)
     assert cos.lr(49) < 0.01
-    one = trainer.Schedule({**cfg, "LR_SCHEDULE": "onecycle", "WARMUP_EPOCHS": 2.0}, 5)
+    one = optim.Schedule({**cfg, "LR_SCHEDULE": "onecycle", "WARMUP_EPOCHS": 2.0}, 5)
     assert one.lr(0) == pytest.approx(1 / 25) and one.lr(10) == pytest.approx(1.0)
     assert max(one.lr(s) for s in range(50)) == pytest.approx(1.0)
-    plateau = trainer.Schedule({**cfg, "LR_SCHEDULE": "plateau", "PLATEAU_PATIENCE": 2}, 5)
+    plateau = optim.Schedule({**cfg, "LR_SCHEDULE": "plateau", "PLATEAU_PATIENCE": 2}, 5)
     for acc in (0.5, 0.6, 0.6, 0.59):  # two epochs without a better val top-1 -> divide by 10
         plateau.end_epoch(acc)
     assert plateau.lr(0) == pytest.approx(0.1)
-    again = trainer.Schedule({**cfg, "LR_SCHEDULE": "plateau"}, 5)
+    again = optim.Schedule({**cfg, "LR_SCHEDULE": "plateau"}, 5)
     again.load_state_dict(plateau.state_dict())
     assert again.lr(0) == pytest.approx(0.1)
 
 
 def test_weight_decay_can_skip_norms_and_biases() -> None:
     model = tiny_model()
-    groups = trainer.build_optimizer(model, {**trainer.DEFAULTS, "DECAY_NORM_AND_BIAS": False}).param_groups
+    groups = optim.build_optimizer(model, {**RESNET_RECIPE, "DECAY_NORM_AND_BIAS": False}).param_groups
     decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
     for name, p in model.named_parameters():
         assert (id(p) in decayed) == (p.ndim > 1), name
-    adamw = trainer.build_optimizer(model, {**trainer.DEFAULTS, "OPTIMIZER": "adamw"})
+    adamw = optim.build_optimizer(model, {**RESNET_RECIPE, "OPTIMIZER": "adamw", "ADAM_BETAS": (0.9, 0.999)})
     assert isinstance(adamw, torch.optim.AdamW)
 
 
@@ -214,30 +216,31 @@ def test_config_overrides_are_type_checked() -> None:
 def test_cache_dim_doubles_the_image_side_but_never_exceeds_the_photos(tiny_imagenette: Path) -> None:
     from common.cache import typical_short_side
 
-    cfg = {**trainer.DEFAULTS, "IMAGE_DIM": 64, "EVAL_IMAGE_DIM": 0}
-    assert trainer.cache_dim(cfg, source_side=224) == 128
-    assert trainer.cache_dim({**cfg, "EVAL_IMAGE_DIM": 80}, source_side=224) == 160
-    assert trainer.cache_dim({**cfg, "IMAGE_DIM": 128, "EVAL_IMAGE_DIM": 160}, source_side=160) == 160
-    assert trainer.cache_dim(cfg, source_side=50) == 64  # small photos: never below the image side
-    assert trainer.cache_dim({**cfg, "CACHE_DIM": 96}, source_side=224) == 96
+    cfg = {**recipe.SWITCHES, **RESNET_RECIPE, "IMAGE_DIM": 64, "EVAL_IMAGE_DIM": 0}
+    assert script.cache_dim(cfg, source_side=224) == 128
+    assert script.cache_dim({**cfg, "EVAL_IMAGE_DIM": 80}, source_side=224) == 160
+    assert script.cache_dim({**cfg, "IMAGE_DIM": 128, "EVAL_IMAGE_DIM": 160}, source_side=160) == 160
+    assert script.cache_dim(cfg, source_side=50) == 64  # small photos: never below the image side
+    assert script.cache_dim({**cfg, "CACHE_DIM": 96}, source_side=224) == 96
     assert typical_short_side(tiny_imagenette, "train") == 16  # make_image_tree's 20x16 JPEGs
 
 
 def test_resume_keeps_saved_constants_but_the_command_line_wins_even_at_a_default(tmp_path: Path) -> None:
     """Extending a 10-epoch run to the file's default of 20 must not be mistaken for 'not given'."""
-    defaults = {**trainer.DEFAULTS, "NUM_EPOCHS": 20, "BATCH_SIZE": 128}
-    ckpt = tmp_path / "last.pt"
-    torch.save({"config": {**defaults, "NUM_EPOCHS": 10, "BATCH_SIZE": 32}}, ckpt)
-    argv = [f"--RESUME={ckpt}", "--NUM_EPOCHS=20"]
+    defaults = {**recipe.SWITCHES, **RESNET_RECIPE, "NUM_EPOCHS": 20, "BATCH_SIZE": 128}
+    ckpt = {"config": {**defaults, "NUM_EPOCHS": 10, "BATCH_SIZE": 32}}
+    argv = [f"--RESUME={tmp_path / 'last.pt'}", "--NUM_EPOCHS=20"]
     from common import config
 
     cfg = config.parse_args(defaults, argv)
-    merged = trainer._resume_config(cfg, defaults, config.given(argv))
+    merged = checkpoint.resume_config(cfg, config.given(argv), ckpt)
     assert merged["NUM_EPOCHS"] == 20  # given (equal to the default, still given)
     assert merged["BATCH_SIZE"] == 32  # not given: the saved run's value
 
 
 def test_help_shows_the_comment_of_every_shared_switch() -> None:
-    notes = trainer._default_notes()
+    from common.config import comments
+
+    notes = comments(recipe)
     assert notes["CACHE_DIM"].startswith("side of the decoded uint8 cache")
-    assert {"AMP", "COMPILE", "RESUME", "LR_SCHEDULE"} <= notes.keys()
+    assert {"AMP", "COMPILE", "RESUME", "EVAL_VIEWS"} <= notes.keys()

@@ -1,0 +1,139 @@
+"""Optimisers with parameter groups, the learning-rate schedules, and weight averaging (EMA).
+
+A train.py can give parameters their own options without editing this file: it passes
+``param_options(name, parameter) -> dict | None`` (e.g. ``{"weight_decay": 0.0}`` for ViT's
+position embedding, ``{"lr_scale": 0.1}`` for a pre-trained backbone), applied after the
+DECAY_NORM_AND_BIAS rule. Parameters with the same options share one optimiser group.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+ParamOptions = Callable[[str, nn.Parameter], "dict[str, float] | None"]
+
+
+def param_groups(model: nn.Module, cfg: dict[str, Any],
+                 param_options: ParamOptions | None = None) -> list[dict[str, Any]]:
+    """Groups of parameters with the same ``weight_decay`` and ``lr_scale``, in model order."""
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        opts = {"weight_decay": cfg["WEIGHT_DECAY"], "lr_scale": 1.0}
+        # 1-D tensors are biases and norm scales/shifts: decaying them only shrinks the
+        # normalisation (Goyal et al. 2017; "Bag of Tricks", He et al. 2018, Sec. 3.1).
+        if p.ndim <= 1 and not cfg["DECAY_NORM_AND_BIAS"]:
+            opts["weight_decay"] = 0.0
+        extra = param_options(name, p) if param_options is not None else None
+        unknown = set(extra or {}) - set(opts)
+        if unknown:
+            raise ValueError(f"param_options({name!r}) returned {sorted(unknown)}; it may set "
+                             f"weight_decay and lr_scale")
+        opts.update(extra or {})
+        groups.setdefault((opts["weight_decay"], opts["lr_scale"]), []).append(p)
+    return [{"params": ps, "weight_decay": wd, "lr_scale": scale} for (wd, scale), ps in groups.items()]
+
+
+def build_optimizer(model: nn.Module, cfg: dict[str, Any],
+                    param_options: ParamOptions | None = None) -> torch.optim.Optimizer:
+    """SGD (optionally Nesterov), Adam, AdamW or RMSprop over ``param_groups``."""
+    groups, lr, kind = param_groups(model, cfg, param_options), cfg["LEARNING_RATE"], cfg["OPTIMIZER"]
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg["MOMENTUM"],
+                               nesterov=cfg["NESTEROV"] and cfg["MOMENTUM"] > 0)
+    if kind in ("adam", "adamw"):
+        # torch's Adam adds weight decay to the gradient (L2); AdamW decays the weights
+        # directly (Loshchilov & Hutter, arXiv:1711.05101), which is what ViT/DeiT recipes mean.
+        opt = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
+        return opt(groups, lr=lr, betas=tuple(cfg["ADAM_BETAS"]))
+    if kind == "rmsprop":
+        # The Inception/MobileNet recipes (TensorFlow): decay 0.9, momentum 0.9, epsilon 1.0.
+        # TensorFlow adds epsilon inside the square root and torch outside it, so the same
+        # RMSPROP_EPS is not the same optimiser: a train.py states which value it means.
+        return torch.optim.RMSprop(groups, lr=lr, alpha=cfg["RMSPROP_ALPHA"], eps=cfg["RMSPROP_EPS"],
+                                   momentum=cfg["MOMENTUM"])
+    raise ValueError(f"unknown OPTIMIZER {kind!r}")
+
+
+class Schedule:
+    """Learning rate as a function of the global step, set before every step.
+
+    step:     LEARNING_RATE x DECAY_FACTOR ** (epoch // DECAY_STEP_SIZE)   (the papers' recipe)
+    plateau:  x DECAY_FACTOR each time val top-1 stalls PLATEAU_PATIENCE epochs (ResNet Sec. 3.4)
+    cosine:   linear warm-up from 0, then cosine to 0 (Loshchilov & Hutter, arXiv:1608.03983)
+    onecycle: cosine warm-up from LR/25, cosine down to LR/25e4 (Smith, arXiv:1708.07120)
+    constant: LEARNING_RATE throughout
+    Each parameter group gets the rate times its ``lr_scale``.
+    """
+
+    def __init__(self, cfg: dict[str, Any], steps_per_epoch: int) -> None:
+        self.kind, self.base = cfg["LR_SCHEDULE"], cfg["LEARNING_RATE"]
+        self.steps_per_epoch = steps_per_epoch
+        self.total = cfg["NUM_EPOCHS"] * steps_per_epoch
+        self.warmup = min(int(cfg.get("WARMUP_EPOCHS", 0) * steps_per_epoch), self.total - 1)
+        self.factor = cfg.get("LEARNING_RATE_DECAY_FACTOR", 1.0)
+        self.step_size = cfg.get("LEARNING_RATE_DECAY_STEP_SIZE", 1)
+        self.patience = cfg.get("PLATEAU_PATIENCE", 1)
+        self.best, self.bad_epochs, self.reductions = -math.inf, 0, 0  # plateau's state
+
+    def lr(self, step: int) -> float:
+        if self.kind == "step":
+            return self.base * self.factor ** (step // self.steps_per_epoch // self.step_size)
+        if self.kind == "plateau":
+            return self.base * self.factor ** self.reductions
+        if self.kind == "constant":
+            return self.base
+        if self.kind == "cosine":
+            if step < self.warmup:
+                return self.base * (step + 1) / self.warmup
+            t = (step - self.warmup) / max(self.total - self.warmup, 1)
+            return self.base * 0.5 * (1 + math.cos(math.pi * t))
+        # onecycle
+        lo, end = self.base / 25, self.base / 25e4
+        if step < self.warmup:
+            t = step / self.warmup
+            return lo + (self.base - lo) * 0.5 * (1 - math.cos(math.pi * t))
+        t = (step - self.warmup) / max(self.total - self.warmup, 1)
+        return end + (self.base - end) * 0.5 * (1 + math.cos(math.pi * t))
+
+    def set_lr(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        lr = self.lr(step)
+        for g in optimizer.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+        return lr
+
+    def end_epoch(self, val_top1: float) -> None:
+        if self.kind != "plateau":
+            return
+        if val_top1 > self.best:
+            self.best, self.bad_epochs = val_top1, 0
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs >= self.patience:
+                self.reductions, self.bad_epochs = self.reductions + 1, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "bad_epochs": self.bad_epochs, "reductions": self.reductions}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.bad_epochs, self.reductions = state["best"], state["bad_epochs"], state["reductions"]
+
+
+def ema_model(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of the weights and BN statistics, updated every step.
+
+    Polyak & Juditsky 1992; for image classifiers since Inception-v3 (Szegedy et al.,
+    arXiv:1512.00567). torch.optim.swa_utils does the averaging; one update at creation copies
+    the weights, so the average starts from them and every later update is an EMA step.
+    Checkpoints hold ``.module.state_dict()``: the averaged model's own keys.
+    """
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    ema.update_parameters(model)
+    ema.module.eval()
+    return ema

@@ -1,0 +1,132 @@
+"""The constants the loop reads: the shared switches (with defaults), and what a recipe must state.
+
+A train.py states its whole recipe (data, optimisation, schedule) as UPPER_CASE constants; the
+loop supplies defaults only for SWITCHES, which are the same for every model (device, autocast,
+paths, seed, resume, the evaluation protocol). A recipe constant a train.py forgets is refused
+when the script starts, by name: a silent default would train another recipe than the one read.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from common.config import ConfigError
+
+Rules = dict[str, tuple[Callable[[Any], bool], str]]
+
+# The loop's own switches: a train.py may set any of them; those it does not set keep these.
+SWITCHES: dict[str, Any] = {
+    # --- data and system
+    "DATA_PATH": "",  # an archive or extracted folder you already have ('' = download)
+    "DATA_DIR": "",  # where downloads and the decoded cache go ('' = data/ in this repository)
+    "CACHE_DIM": 0,  # side of the decoded uint8 cache, pixels (0 = 2 x the larger of the two, at most the photos' size)
+    "DECODE_WORKERS": 0,  # processes decoding the image cache (0 = one per core)
+    "SEED": 0,  # initial weights, epoch permutations and augmentations
+    "DEVICE": "auto",  # auto (cuda if present, else cpu), cuda, cuda:1, cpu
+    "AMP": "bf16",  # autocast: bf16, fp16 (cuda) or off
+    "CHANNELS_LAST": True,  # NHWC memory layout: faster convolutions (GPU and CPU)
+    "COMPILE": False,  # torch.compile the model (slow first epoch, faster after)
+    "RUNS_DIR": "",  # logs, plots, checkpoints: RUNS_DIR/<model>/<timestamp>/ ('' = runs/ in this repository)
+    "RESUME": "",  # a checkpoint (last.pt) to continue from
+    "RECIPE": "",  # a named recipe of the train.py's RECIPES ('' = the constants as written)
+    # --- evaluation protocol (the usual one; a train.py may set its paper's)
+    "EVAL_CROP": 0.875,  # evaluation centre crop as a fraction of the short side (224/256)
+    "EVAL_VIEWS": "center",  # after the last epoch also: flip, 5crop, 10crop (softmax averaged)
+    "EVAL_SCALES": (1.0,),  # ... each view at these multiples of EVAL_IMAGE_DIM (VGG's multi-scale test)
+}
+
+# What every recipe states, whatever it chooses.
+RECIPE_KEYS = (
+    "DATASET", "DATASET_SIZE", "IMAGE_DIM", "EVAL_IMAGE_DIM", "MIN_SCALE", "HFLIP",
+    "NUM_EPOCHS", "BATCH_SIZE", "OPTIMIZER", "LEARNING_RATE", "WEIGHT_DECAY", "DECAY_NORM_AND_BIAS",
+    "LR_SCHEDULE", "LABEL_SMOOTHING", "GRAD_CLIP", "EMA_DECAY",
+)
+# ... and what it states because of a choice it made.
+OPTIMIZER_KEYS = {
+    "sgd": ("MOMENTUM", "NESTEROV"),
+    "adam": ("ADAM_BETAS",),
+    "adamw": ("ADAM_BETAS",),
+    "rmsprop": ("MOMENTUM", "RMSPROP_ALPHA", "RMSPROP_EPS"),
+}
+SCHEDULE_KEYS = {
+    "step": ("LEARNING_RATE_DECAY_FACTOR", "LEARNING_RATE_DECAY_STEP_SIZE"),
+    "plateau": ("LEARNING_RATE_DECAY_FACTOR", "PLATEAU_PATIENCE"),
+    "cosine": ("WARMUP_EPOCHS",),
+    "onecycle": ("WARMUP_EPOCHS",),
+    "constant": (),
+}
+LOOP_KEYS = frozenset(SWITCHES) | set(RECIPE_KEYS) | {k for ks in (*OPTIMIZER_KEYS.values(),
+                                                                  *SCHEDULE_KEYS.values()) for k in ks}
+
+
+def _is_fraction(v: Any) -> bool:
+    return 0 < v <= 1
+
+
+RULES: Rules = {
+    "DATASET": (lambda v: v in ("imagenette", "imagewoof"), "imagenette or imagewoof"),
+    "DATASET_SIZE": (lambda v: v in ("160", "320", "full"), "160, 320 or full"),
+    "NUM_EPOCHS": (lambda v: v >= 1, "at least 1"),
+    "BATCH_SIZE": (lambda v: v >= 1, "at least 1"),
+    "IMAGE_DIM": (lambda v: v >= 8, "at least 8 pixels"),
+    "EVAL_IMAGE_DIM": (lambda v: v == 0 or v >= 8, "0 (= IMAGE_DIM) or at least 8 pixels"),
+    "CACHE_DIM": (lambda v: v == 0 or v >= 8, "0 (automatic) or at least 8 pixels"),
+    "MIN_SCALE": (_is_fraction, "a fraction in (0, 1]"),
+    "EVAL_CROP": (_is_fraction, "a fraction in (0, 1]"),
+    "EVAL_VIEWS": (lambda v: v in ("center", "flip", "5crop", "10crop"), "center, flip, 5crop or 10crop"),
+    "EVAL_SCALES": (lambda v: len(v) >= 1 and all(s > 0 for s in v), "one or more positive multiples"),
+    "OPTIMIZER": (lambda v: v in OPTIMIZER_KEYS, ", ".join(OPTIMIZER_KEYS)),
+    "LEARNING_RATE": (lambda v: v > 0, "a positive number"),
+    "MOMENTUM": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "ADAM_BETAS": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "RMSPROP_ALPHA": (lambda v: 0 < v < 1, "in (0, 1), e.g. 0.9"),
+    "RMSPROP_EPS": (lambda v: v > 0, "a positive number"),
+    "WEIGHT_DECAY": (lambda v: v >= 0, "0 or more"),
+    "LR_SCHEDULE": (lambda v: v in SCHEDULE_KEYS, ", ".join(SCHEDULE_KEYS)),
+    "WARMUP_EPOCHS": (lambda v: v >= 0, "0 or more"),
+    "LEARNING_RATE_DECAY_FACTOR": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "LEARNING_RATE_DECAY_STEP_SIZE": (lambda v: v >= 1, "at least 1 epoch"),
+    "PLATEAU_PATIENCE": (lambda v: v >= 1, "at least 1 epoch"),
+    "LABEL_SMOOTHING": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "GRAD_CLIP": (lambda v: v >= 0, "0 (off) or a positive norm"),
+    "EMA_DECAY": (lambda v: 0 <= v < 1, "0 (off) or in (0, 1), e.g. 0.999"),
+    "AMP": (lambda v: v in ("bf16", "fp16", "off"), "bf16, fp16 or off"),
+    "DECODE_WORKERS": (lambda v: v >= 0, "0 (one per core) or more"),
+}
+
+
+def missing(cfg: dict[str, Any]) -> list[str]:
+    """The recipe constants ``cfg`` lacks: the common ones, then those its choices need."""
+    need = [k for k in RECIPE_KEYS if k not in cfg]
+    need += [k for k in OPTIMIZER_KEYS.get(cfg.get("OPTIMIZER"), ()) if k not in cfg]
+    need += [k for k in SCHEDULE_KEYS.get(cfg.get("LR_SCHEDULE"), ()) if k not in cfg]
+    return list(dict.fromkeys(need))
+
+
+def complete(cfg: dict[str, Any], where: str = "the configuration") -> dict[str, Any]:
+    """``cfg`` with the switches' defaults filled in; refuses a recipe with a constant missing."""
+    lacking = missing(cfg)
+    if lacking:
+        why = {k: f" (for OPTIMIZER={cfg.get('OPTIMIZER')!r})" for k in
+               OPTIMIZER_KEYS.get(cfg.get("OPTIMIZER"), ())}
+        why |= {k: f" (for LR_SCHEDULE={cfg.get('LR_SCHEDULE')!r})" for k in
+                SCHEDULE_KEYS.get(cfg.get("LR_SCHEDULE"), ())}
+        names = ", ".join(k + why.get(k, "") for k in lacking)
+        raise ConfigError(f"{where} does not state {names}: every recipe states these itself "
+                          f"(see resnet/train.py's constants for an example).")
+    return {**SWITCHES, **cfg}
+
+
+def with_recipe(constants: dict[str, Any], recipes: dict[str, dict[str, Any]], name: str,
+                where: str) -> dict[str, Any]:
+    """The file's constants with the named recipe's values over them ('' = none)."""
+    if not name:
+        return dict(constants)
+    if name not in recipes:
+        raise ConfigError(f"RECIPE={name!r} is not one of {where}'s recipes: "
+                          f"{', '.join(recipes) or 'it has none'} (see --help)")
+    unknown = [k for k in recipes[name] if k not in constants]
+    if unknown:
+        raise ConfigError(f"{where}'s recipe {name!r} sets {', '.join(unknown)}, which the file does "
+                          f"not define as constants")
+    return {**constants, **recipes[name]}

@@ -1,0 +1,158 @@
+"""The path of ``python X/train.py``: constants -> recipe -> overrides -> checks -> data -> fit.
+
+Every check a user's constants can fail runs before any download or decode: unknown names and
+impossible values, a recipe constant the file forgot, an IMAGE_DIM the network cannot take (a
+forward pass on the meta device), a RESUME file that is not a checkpoint or holds another
+network. Errors end the program with one line (exit 2 for a constant, 1 otherwise).
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from common import checkpoint as ckpt_lib
+from common import config as config_lib
+from common import recipe, system
+from common.cache import ImageSet, build_cache, check_class_folders, typical_short_side
+from common.checkpoint import TrainingError
+from common.datasets import DATA_ROOT, DataError, prepare_dataset
+from common.files import user_path
+from common.loader import BatchTransform
+from common.optim import ParamOptions
+from common.trainer import fit
+
+BuildModel = Callable[[dict[str, Any], int], nn.Module]
+BatchTransforms = Callable[[dict[str, Any], int], Sequence[BatchTransform]]
+
+
+def main(module: ModuleType, build_model: BuildModel, argv: list[str] | None = None, *,
+         rules: recipe.Rules | None = None, param_options: ParamOptions | None = None,
+         batch_transforms: BatchTransforms | None = None, name: str | None = None) -> dict[str, Any] | None:
+    """Entry point of a train.py.
+
+    ``build_model(cfg, num_classes)`` builds the network; ``rules`` adds the model's own checks
+    (e.g. the smallest IMAGE_DIM its downsampling allows); ``param_options`` and
+    ``batch_transforms(cfg, num_classes)`` are the seams of common.optim and common.augment.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    prog = os.path.relpath(module.__file__) if module.__file__ else "train.py"
+    try:
+        cfg, ckpt = configure(module, argv, {**recipe.RULES, **(rules or {})}, prog)
+        check_before_data(cfg, build_model, ckpt)
+        return run(cfg, build_model, ckpt, name=name or str(cfg.get("ARCH", Path(prog).parent.name)),
+                   param_options=param_options, batch_transforms=batch_transforms)
+    except config_lib.ConfigError as e:
+        print(f"error (bad constant): {e}", file=sys.stderr)
+        sys.exit(2)
+    except (DataError, TrainingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:  # while preparing data, or a second Ctrl-C while training
+        print("\ninterrupted: nothing saved since the last checkpoint (a partial download resumes "
+              "on the next run)", file=sys.stderr)
+        sys.exit(130)
+
+
+def configure(module: ModuleType, argv: Sequence[str], rules: recipe.Rules,
+              prog: str = "train.py") -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The effective constants (and the RESUME checkpoint, read once, if any).
+
+    Precedence, lowest first: the loop's switches, the file's constants, the named RECIPE, a
+    resumed checkpoint's constants, the command line.
+    """
+    defaults = {**recipe.SWITCHES, **config_lib.constants(module)}
+    recipe.complete(defaults, prog)  # a forgotten recipe constant, before anything else
+    recipes: dict[str, dict[str, Any]] = getattr(module, "RECIPES", {})
+    notes = {**config_lib.comments(recipe), **config_lib.comments(module)}
+    parsed = config_lib.parse_args(defaults, argv, prog=prog, doc=module.__doc__ or "", notes=notes,
+                                   recipes=recipes)
+    given = config_lib.given(argv)
+    cfg = {**recipe.with_recipe(defaults, recipes, parsed["RECIPE"], prog), **{k: parsed[k] for k in given}}
+    ckpt = None
+    if cfg["RESUME"]:
+        ckpt = ckpt_lib.load_checkpoint(user_path(cfg["RESUME"]))
+        cfg = ckpt_lib.resume_config(cfg, given, ckpt)
+    cfg = recipe.complete(cfg, prog)  # the choices made may need more constants
+    config_lib.check(cfg, rules)
+    return cfg, ckpt
+
+
+def check_before_data(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[str, Any] | None) -> None:
+    """On the meta device (no memory, no compute): the input sizes, and a checkpoint's network."""
+    # The class count does not change which input sizes a network takes; a checkpoint's does
+    # change its last layer, so it is compared with the count it was trained on.
+    num_classes = ckpt.get("num_classes", 10) if ckpt else 10
+    with torch.device("meta"):
+        model = build_model(cfg, num_classes).eval()
+    if ckpt is not None:
+        ckpt_lib.check_same_model(ckpt, model, cfg, recipe.LOOP_KEYS, cfg["RESUME"])
+    for dim_name in ("IMAGE_DIM", "EVAL_IMAGE_DIM"):
+        for scale in (1.0,) if dim_name == "IMAGE_DIM" else tuple(cfg["EVAL_SCALES"]):
+            dim = round((cfg[dim_name] or cfg["IMAGE_DIM"]) * scale)
+            try:
+                with torch.no_grad():
+                    model(torch.empty(2, 3, dim, dim, device="meta"))
+            except (RuntimeError, ValueError) as e:
+                raise config_lib.ConfigError(f"{dim_name}={cfg[dim_name]} gives {dim} px inputs, too small "
+                                             f"for this network ({str(e).splitlines()[0]}). Use a larger "
+                                             f"{dim_name}.") from None
+
+
+def run(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[str, Any] | None = None, *, name: str,
+        param_options: ParamOptions | None = None,
+        batch_transforms: BatchTransforms | None = None) -> dict[str, Any]:
+    """Prepare the data the constants name, build the model, train it; returns fit's summary."""
+    rank, _, _ = system.dist_env()
+    system.setup_logging(rank)
+    # Every rank prepares the data before the process group exists: file locks let one process
+    # download and decode while the others wait, with no collective timing out meanwhile (a
+    # first download can take longer than NCCL's 10-minute timeout).
+    train_set, val_set = load_data(cfg)
+    if ckpt is not None and ckpt.get("num_classes", train_set.num_classes) != train_set.num_classes:
+        raise config_lib.ConfigError(f"RESUME={cfg['RESUME']} was trained on {ckpt['num_classes']} classes, "
+                                     f"this dataset has {train_set.num_classes}: resume on the same data.")
+    torch.manual_seed(cfg["SEED"])  # the same initial weights on every rank and every run
+    model = build_model(cfg, train_set.num_classes)
+    transforms = batch_transforms(cfg, train_set.num_classes) if batch_transforms else ()
+    try:
+        return fit(model, train_set, val_set, cfg, name=name, param_options=param_options,
+                   batch_transforms=transforms)
+    finally:
+        system.close_distributed()
+
+
+def cache_dim(cfg: dict[str, Any], source_side: int) -> int:
+    """Side of the decoded cache: CACHE_DIM, or twice the larger image side, capped at the
+    source's typical short side, never below the image side; rounded up to a multiple of 16.
+
+    Twice: a random crop of a third of the image is then still downscaled, not blown up, so it
+    stays sharp (on Imagenette at 64 px a 128 px cache did better than a 112 px one in our runs),
+    and bilinear sampling at no more than 2x downscale needs no extra anti-aliasing. Capped:
+    storing more pixels than the photos have buys nothing.
+    """
+    if cfg.get("CACHE_DIM"):
+        return cfg["CACHE_DIM"]
+    eval_dim = (cfg.get("EVAL_IMAGE_DIM") or cfg["IMAGE_DIM"]) * max(cfg.get("EVAL_SCALES", (1.0,)))
+    need = max(cfg["IMAGE_DIM"], round(eval_dim))
+    return 16 * math.ceil(max(need, min(2 * need, source_side)) / 16)
+
+
+def load_data(cfg: dict[str, Any]) -> tuple[ImageSet, ImageSet]:
+    """The dataset the constants name, as two in-memory uint8 sets (decoded once, then cached)."""
+    root = user_path(cfg["DATA_DIR"]) if cfg["DATA_DIR"] else DATA_ROOT
+    source = user_path(cfg["DATA_PATH"]) if cfg["DATA_PATH"] else None
+    folder = prepare_dataset(cfg["DATASET"], cfg["DATASET_SIZE"], root, source=source)
+    check_class_folders(folder)  # names and counts only: before a long decode, not after it
+    res = cache_dim(cfg, typical_short_side(folder, "train"))
+    cache_dir = root / "cache"
+    train_set = build_cache(folder, "train", res, cache_dir, workers=cfg["DECODE_WORKERS"])
+    val_set = build_cache(folder, "val", res, cache_dir, workers=cfg["DECODE_WORKERS"])
+    return train_set, val_set

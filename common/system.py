@@ -1,0 +1,157 @@
+"""The device, bf16 autocast, DDP and signal handling: the only place a model meets the hardware.
+
+A model.py stays plain PyTorch; every script runs unchanged on a CPU, one GPU, or several GPUs
+under torchrun (each process takes its LOCAL_RANK's GPU and its shard of every epoch).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from common.config import ConfigError
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def pick_device(pref: str, local_rank: int) -> torch.device:
+    """DEVICE=auto takes this process's GPU when there is one, else the CPU (with a warning)."""
+    if pref == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if not getattr(pick_device, "warned", False):
+            print("warning: no CUDA GPU found; training on the CPU (slow, but the same code)")
+            pick_device.warned = True  # type: ignore[attr-defined]
+        return torch.device("cpu")
+    device = torch.device(pref)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"DEVICE={pref} but no CUDA GPU is visible; use DEVICE=auto or cpu.")
+        if device.index is not None and dist_env()[1] > 1:
+            raise ConfigError(f"DEVICE={pref} would put every torchrun process on one GPU; "
+                              f"use DEVICE=cuda (each process takes its LOCAL_RANK's GPU).")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def setup_device(device: torch.device) -> None:
+    """Fast defaults on a GPU: cuDNN autotuning, TF32 matmuls for what runs outside autocast."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} x{torch.cuda.device_count()}"
+    return f"cpu ({os.cpu_count()} cores)"
+
+
+def amp_mode(device: torch.device, amp: str) -> str:
+    """The autocast this device can do: bf16 needs a CPU or an Ampere-or-newer GPU, fp16 a GPU."""
+    if amp == "fp16" and device.type != "cuda":
+        print("warning: AMP=fp16 needs CUDA; using bf16 on this device")
+        return "bf16"
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        print("warning: this GPU has no native bf16 (it predates Ampere); using AMP=fp16 with loss scaling")
+        return "fp16"
+    return amp
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """An autocast context for ``amp`` (as amp_mode settled it); a no-op for AMP=off."""
+    if amp == "off":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def init_distributed(device_pref: str) -> None:
+    """Join torchrun's process group: NCCL between GPUs, gloo between CPU processes."""
+    if dist.is_initialized():
+        return
+    _, _, local_rank = dist_env()
+    use_cuda = torch.cuda.is_available() and device_pref != "cpu"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+
+
+def close_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce(t: torch.Tensor, world: int) -> torch.Tensor:
+    """Sum ``t`` over all ranks in place (a collective under DDP; nothing to do alone)."""
+    if world > 1:
+        dist.all_reduce(t)
+    return t
+
+
+def agree(flags: list[bool], device: torch.device, world: int) -> list[bool]:
+    """Each flag, true if it is true on any rank (a collective: every rank must call it)."""
+    if world == 1:
+        return flags
+    t = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(t)
+    return [v > 0 for v in t.tolist()]
+
+
+def broadcast_buffers(modules: list[torch.nn.Module], world: int) -> None:
+    """Rank 0's BN statistics everywhere (DDP syncs them only at each forward's start)."""
+    if world > 1:
+        for module in modules:
+            for buf in module.buffers():
+                dist.broadcast(buf, 0)
+
+
+class StopRequest:
+    """Ctrl-C / SIGTERM set ``requested``: the loop finishes its step, saves, and exits.
+
+    A second Ctrl-C quits at once. Use as a context manager: the old handlers come back after.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step "
+              f"(press Ctrl-C again to quit without saving)", file=sys.stderr)
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # signals reach only the main thread
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def setup_logging(rank: int) -> None:
+    """INFO from rank 0 only (the others would repeat it), warnings from every rank."""
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # font-cache chatter
+
