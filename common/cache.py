@@ -320,7 +320,7 @@ def _write(npy: Path, meta_path: Path, paths: list[Path], labels: list[int], cla
                 results += r
                 bar.update(len(r))
         except BaseException:  # Ctrl-C, SystemExit, a broken pool: stop now, not after the decode
-            pool.shutdown()
+            _stop_workers(pool)
             raise
         pool.shutdown()
     bar.close()

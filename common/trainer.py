@@ -270,7 +270,7 @@ def _end_epoch(run: _Run, epoch: int, train_time: float) -> None:
     """Evaluate, update the schedule, then (rank 0) save last.pt/best.pt, log.csv, curves.png."""
     tot = _reduce_accum(run.accum, run.device, run.world)
     row = {"epoch": epoch + 1, "lr": run.lr, "train_loss": tot["loss"] / tot["n"],
-           "train_top1": tot["correct"] / tot["n"],
+           "train_top1": tot["correct"] / tot["n"], "train_images": tot["n"],
            "images_per_s": tot["n"] / train_time if run.start_step == 0 else float("nan"),
            "epoch_time_s": train_time}
     system.broadcast_buffers([run.model] + ([run.ema.module] if run.ema is not None else []), run.world)
@@ -346,7 +346,8 @@ def evaluate(model: nn.Module, loader: BatchLoader, autocast: Any, world: int = 
     system.all_reduce(sums, world)
     model.train(was_training)
     n = max(sums[3].item(), 1)
-    return {"loss": sums[0].item() / n, "top1": sums[1].item() / n, "top5": sums[2].item() / n}
+    return {"loss": sums[0].item() / n, "top1": sums[1].item() / n, "top5": sums[2].item() / n,
+            "images": int(sums[3].item())}
 
 
 # ----------------------------------------------------------------------------- the epoch's sums

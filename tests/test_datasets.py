@@ -9,7 +9,13 @@ import errno
 import io
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import tarfile
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +26,7 @@ from PIL import Image
 from common import datasets
 from common.datasets import ARCHIVES, MARKER, DataError, extract, md5sum, prepare_dataset
 from tests.helpers import (NOISY_COLUMNS, LocalHTTPServer, make_archive, make_image_tree,
-                           unused_port)
+                           pid_alive, unused_port)
 
 FAST = {"retries": 2, "backoff": 0.01, "timeout": 5.0}  # keep failures quick
 KEY = ("imagenette", "160")
@@ -388,6 +394,145 @@ def test_source_folder_that_is_not_a_dataset(tmp_path: Path) -> None:
         prepare_dataset(source=tmp_path, root=tmp_path / "data")
     with pytest.raises(DataError, match="does not exist"):
         prepare_dataset(source=tmp_path / "nope", root=tmp_path / "data")
+
+
+@pytest.mark.parametrize("mirror, why", [
+    ("ftp://host/x/", "ftp:// URLs cannot be downloaded"),
+    ("file://otherhost/x/", "a file:// URL must name a folder on this machine, not on otherhost"),
+    ("https:///x/", "the URL names no host"),
+])
+def test_unsupported_mirror_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               mirror: str, why: str) -> None:
+    """ftp:// used to be taken for a folder, named in the message as 'ftp:/host/x'."""
+    monkeypatch.setenv(datasets.MIRROR_ENV, mirror)
+    with pytest.raises(DataError) as info:
+        prepare_dataset("imagenette", "160", tmp_path / "data", **FAST)
+    assert str(info.value) == (
+        f"{datasets.MIRROR_ENV}={mirror} is not supported: {why}. Supported are http:// and "
+        f"https:// URLs (the base under which {FILENAME} lies) or a local folder path holding "
+        f"{FILENAME}. Fix or unset {datasets.MIRROR_ENV}, or pass the archive or its extracted "
+        "folder as DATA_PATH.")
+    assert not (tmp_path / "data").exists()  # refused before anything was written
+
+
+def test_file_url_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local file:// URL is a folder, percent-escapes decoded (a space used to stay '%20')."""
+    mirror = tmp_path / "my mirror"
+    md5 = make_archive(make_image_tree(tmp_path / "build", FOLDER, n_classes=3), mirror / FILENAME)
+    use_md5(monkeypatch, md5)
+    monkeypatch.setenv(datasets.MIRROR_ENV, mirror.as_uri())
+    assert "%20" in mirror.as_uri()
+    assert_complete(prepare_dataset("imagenette", "160", tmp_path / "data"))
+
+
+def test_drive_letter_mirror_is_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """'C:' parses as a one-letter URL scheme; it is a Windows folder, not an unsupported URL."""
+    monkeypatch.setenv(datasets.MIRROR_ENV, "C:\\mirror")
+    with pytest.raises(DataError, match=r"names the local folder C:\\mirror, which must hold"):
+        prepare_dataset("imagenette", "160", tmp_path / "data")
+
+
+# --- the lock between processes ---------------------------------------------------------------
+
+
+def waiting_message(caplog: pytest.LogCaptureFixture, timeout: float = 10.0) -> str:
+    """The first "Waiting for the lock" message logged (by another thread) within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [r.getMessage() for r in caplog.records if "Waiting for the lock" in r.getMessage()]
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no waiting message within {timeout} s")
+
+
+def take_lock_in_thread(root: Path, name: str) -> threading.Thread:
+    """Start a thread that takes the lock, then lets go at once."""
+    def take() -> None:
+        with datasets.locked(root, name):
+            pass
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_busy_lock_names_its_holder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    lock = tmp_path / "x.lock"
+    with caplog.at_level(logging.WARNING, logger="common.datasets"):
+        with datasets.locked(tmp_path, "x.lock", what="decoding demo-train"):
+            record = json.loads(lock.read_text())
+            assert record["pid"] == os.getpid() and record["what"] == "decoding demo-train"
+            waiter = take_lock_in_thread(tmp_path, "x.lock")
+            msg = waiting_message(caplog)
+            assert waiter.is_alive()
+        waiter.join(timeout=10)
+    assert not waiter.is_alive()
+    assert msg.startswith(f"Waiting for the lock {lock}: held by PID {os.getpid()} "
+                          "(decoding demo-train; command: ")
+    assert "no longer exists" not in msg
+    assert lock.read_text() == ""  # a released lock names nobody
+
+
+def test_lock_kept_after_its_holder_died_says_so(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """What a killed run's leftover worker did: the lock held, its recorded holder gone."""
+    import fcntl
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    pid = int(gone.stdout)
+    lock = tmp_path / "x.lock"
+    with open(lock, "a+") as f, caplog.at_level(logging.WARNING, logger="common.datasets"):
+        fcntl.flock(f, fcntl.LOCK_EX)  # held here, through a descriptor of our own
+        f.write(json.dumps({"pid": pid, "host": os.uname().nodename, "what": "decoding demo-train",
+                            "command": "python train.py", "since": "2024-01-01T00:00:00"}))
+        f.flush()
+        waiter = take_lock_in_thread(tmp_path, "x.lock")
+        msg = waiting_message(caplog)
+        fcntl.flock(f, fcntl.LOCK_UN)
+        waiter.join(timeout=10)
+    assert not waiter.is_alive()
+    assert msg == (
+        f"Waiting for the lock {lock}: it was taken by PID {pid} (decoding demo-train; command: "
+        "python train.py; since 2024-01-01T00:00:00), which no longer exists, yet the lock is "
+        f"still held: a process that inherited it from PID {pid} (a leftover worker) keeps it. "
+        f"Stop that process (`fuser -v {lock}` lists the processes that have it open) and this "
+        "run goes on.")
+
+
+FORK_AND_DIE = """
+import multiprocessing as mp, os, sys, time
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from common.datasets import locked
+with locked(Path(sys.argv[2]), "x.lock"):
+    child = mp.get_context("fork").Process(target=time.sleep, args=(60,))
+    child.start()
+    Path(sys.argv[3]).write_text(str(child.pid))
+    os._exit(0)  # the parent ends at once, as a killed one does; the child lives on
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork and /proc")
+def test_forked_child_does_not_keep_the_lock(tmp_path: Path) -> None:
+    """flock belongs to the open file, which a fork shares: a child forked while the lock was
+    held used to keep it after its parent died."""
+    import fcntl
+
+    repo = str(Path(__file__).resolve().parents[1])
+    pid_file, errors = tmp_path / "child.pid", tmp_path / "stderr.txt"
+    with open(errors, "w") as err:  # a file, not a pipe: the child would hold a pipe open
+        subprocess.run([sys.executable, "-c", FORK_AND_DIE, repo, str(tmp_path), str(pid_file)],
+                       stdout=err, stderr=err, timeout=60)
+    assert pid_file.exists(), errors.read_text()[-2000:]
+    child = int(pid_file.read_text())
+    try:
+        assert pid_alive(child)
+        with open(tmp_path / "x.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if the child kept it
+    finally:
+        if pid_alive(child):
+            os.kill(child, signal.SIGKILL)
 
 
 SHARED = Path("/work/shared/data/imagenette2-224")

@@ -155,10 +155,27 @@ def test_macs_match_paper(case: Case) -> None:
 # ResNet: He et al. 2015. Table 1, options and deviations
 
 
-def test_every_resnet_builder_is_in_the_model_list() -> None:
-    assert set(resnet.MODELS) <= set(CASE_IDS)
-    for name, builder in resnet.MODELS.items():
-        assert builder is getattr(resnet, name)
+def _every_models_dict() -> dict[str, dict[str, Callable[..., nn.Module]]]:
+    """The MODELS dict of every architecture folder's model.py that exists."""
+    import importlib
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    return {p.parent.name: importlib.import_module(f"{p.parent.name}.model").MODELS
+            for p in sorted(repo.glob("*/model.py"))}
+
+
+def test_every_builder_of_every_models_dict_is_in_the_model_list() -> None:
+    """A builder added to any MODELS dict without a MODEL_CASES entry (its paper's parameter
+    count and MACs) fails here, so no model goes untested."""
+    found = _every_models_dict()
+    assert "resnet" in found
+    cased = {c.name: c.builder for c in MODEL_CASES}
+    for folder, models in found.items():
+        module = __import__(f"{folder}.model", fromlist=["MODELS"])
+        for name, builder in models.items():
+            assert name in cased, f"{folder}.model.MODELS[{name!r}] has no entry in MODEL_CASES"
+            assert builder is cased[name] and builder is getattr(module, name), name
 
 
 def test_resnet_table1_output_sizes() -> None:

@@ -163,7 +163,8 @@ def test_evaluate_runs_in_eval_mode_and_leaves_the_model_as_it_was() -> None:
     assert model.training  # mode restored
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), f"evaluate changed {k}"  # BN running stats untouched
-    assert 0 <= first["top1"] <= first["top5"] <= 1
+    assert first["images"] == 20  # every image once, none padded or repeated
+    assert first["top1"] * 20 == pytest.approx(round(first["top1"] * 20)) and first["top1"] <= first["top5"]
 
 
 def test_schedules() -> None:
