@@ -110,7 +110,6 @@ class BasicBlock(nn.Module):
         stride: int = 1,
         *,
         residual: bool = True,
-        stride_in_1x1: bool = True,  # unused: a BasicBlock has no 1x1; kept for one block API
         shortcut: str = "B",  # Table 3 option, see make_shortcut
     ) -> None:
         super().__init__()
@@ -230,6 +229,8 @@ class ResNet(nn.Module):
 
         stages: list[nn.Sequential] = []
         in_ch = width
+        # Where a bottleneck strides (the paper or v1.5); a basic block has no 1x1 to choose.
+        placement = {"stride_in_1x1": stride_in_1x1} if block is Bottleneck else {}
         for n_blocks, mult, stride in zip(layers, STAGE_WIDTH_MULT, STAGE_STRIDES):
             planes = width * mult
             blocks: list[nn.Module] = []
@@ -241,8 +242,8 @@ class ResNet(nn.Module):
                         planes,
                         stride if i == 0 else 1,
                         residual=residual,
-                        stride_in_1x1=stride_in_1x1,
                         shortcut=shortcut,  # Sec. 3.3 / Table 3: A, B or C; ignored if plain
+                        **placement,
                     )
                 )
                 in_ch = planes * block.expansion

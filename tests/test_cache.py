@@ -424,18 +424,27 @@ def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("on_sigterm", ["die", "exit"])
-def test_sigterm_mid_decode_leaves_no_worker_and_no_stuck_lock(tmp_path: Path,
-                                                                on_sigterm: str) -> None:
-    """SIGTERM while 2 workers decode: the workers end with the parent (they used to live on,
-    holding the cache lock, and the next run waited for ever), whether the parent dies at once
-    ("die") or exits through SystemExit ("exit", which used to wait for the whole decode)."""
+# how the run is stopped -> the signal, sent to the run alone or to its process group, and the
+# exit status: SIGTERM kills at once; SIGTERM with a handler exits through SystemExit; Ctrl-C
+# reaches the whole group (the workers too) and raises KeyboardInterrupt in the run.
+STOPS = {"sigterm": (signal.SIGTERM, False, -signal.SIGTERM),
+         "sigterm-handled": (signal.SIGTERM, False, 143),
+         "ctrl-c": (signal.SIGINT, True, -signal.SIGINT)}
+
+
+@pytest.mark.parametrize("how", list(STOPS))
+def test_stopped_mid_decode_leaves_no_worker_and_no_stuck_lock(tmp_path: Path, how: str) -> None:
+    """Stopped while 2 workers decode: the workers end with the run (after SIGTERM they used to
+    live on, holding the cache lock, so the next run waited for ever), and the run ends at once
+    (SystemExit and Ctrl-C used to wait for the whole decode first)."""
+    sig, to_group, status = STOPS[how]
     # 512 images: two chunks of 256, one per worker, about 26 s of slowed decoding
     tree = make_image_tree(tmp_path / "src", n_classes=2, n_train=256, n_val=0, size=(12, 10))
     cache_dir, decoded = tmp_path / "cache", tmp_path / "decoded-by.txt"
     decoded.touch()
     proc = subprocess.Popen([sys.executable, "-c", SLOW_BUILD, REPO, str(tree), str(cache_dir),
-                             str(decoded), on_sigterm], stderr=subprocess.PIPE, text=True)
+                             str(decoded), "exit" if how == "sigterm-handled" else ""],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     workers: set[int] = set()
     try:
         # import torch can take a while on a busy machine
@@ -443,17 +452,22 @@ def test_sigterm_mid_decode_leaves_no_worker_and_no_stuck_lock(tmp_path: Path,
                    60, "both workers to decode")
         assert proc.poll() is None, proc.stderr.read()[-2000:]
         workers = {int(p) for p in decoded.read_text().split()} | child_pids(proc.pid)
-        proc.send_signal(signal.SIGTERM)
+        if to_group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         sent = time.monotonic()
         proc.wait(timeout=20)
         assert time.monotonic() - sent < 10  # not after the whole decode
-        assert proc.returncode == (143 if on_sigterm == "exit" else -signal.SIGTERM)
+        assert proc.returncode == status
         wait_until(lambda: not any(pid_alive(p) for p in workers), 5, "the workers to end")
     finally:
         for pid in [proc.pid] * (proc.poll() is None) + [p for p in workers if pid_alive(p)]:
             os.kill(pid, signal.SIGKILL)  # a failed test leaves nothing running
         proc.wait()
+        errors = proc.stderr.read()
         proc.stderr.close()
+    assert "ForkProcess" not in errors  # no traceback from a worker
     assert not [f for f in cache_files(cache_dir) if f.endswith((".npy", ".json"))]
 
     # the lock is free: the same split builds (a hang fails here instead of stalling the suite)
