@@ -6,6 +6,8 @@ Layout written, under ``data/cache/``:
     <dataset>-<split>-<res>px-<fingerprint>.npy   images, (N, res, res, 3) uint8, memory-mappable
     <dataset>-<split>-<res>px-<fingerprint>.json  labels, source aspect ratios, class names, skipped files
 
+``check_class_folders`` runs first, on names and listings only: class folders that differ
+between train/ and val/, or a train/ class without images, are refused before a long decode.
 The JSON is written last, so an interrupted build never leaves a cache that looks complete.
 The fingerprint hashes every source file's path, size and mtime: a changed source gives a new
 key, the stale cache is deleted and the cache is rebuilt; an unchanged one is reused as is.
@@ -63,8 +65,10 @@ class ImageSet:
                              f"{self.images.dtype}")
         if len(self.labels) != len(self.images):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
-        if self.labels.ndim != 1 or self.labels.is_floating_point() or (len(self.labels) and self.labels.min() < 0):
-            raise ValueError(f"labels must be (N,) integers >= 0, got {tuple(self.labels.shape)} {self.labels.dtype}")
+        negative = len(self.labels) and self.labels.min() < 0
+        if self.labels.ndim != 1 or self.labels.is_floating_point() or negative:
+            raise ValueError(f"labels must be (N,) integers >= 0, got {tuple(self.labels.shape)} "
+                             f"{self.labels.dtype}")
         if self.aspect is None:
             self.aspect = torch.ones(len(self.images))
         if self.aspect.shape != (len(self.images),):
@@ -150,11 +154,12 @@ def _has_images(folder: Path) -> bool:
 
 def _empty_train_classes(empty: list[Path]) -> DataError:
     """The error for train/ class folders without images (a class the model can never learn)."""
-    these, hold = ("this folder", "holds") if len(empty) == 1 else ("these folders", "hold")
+    one = len(empty) == 1
     return DataError(
-        f"{_names([str(p) for p in empty])} {hold} no images ({', '.join(IMAGE_EXTENSIONS)}; "
-        "sub-folders are not searched), so training would add a class the model can never "
-        f"learn. Remove {these} or add images to {'it' if len(empty) == 1 else 'them'}.")
+        f"{_names([str(p) for p in empty])} {'holds' if one else 'hold'} no images "
+        f"({', '.join(IMAGE_EXTENSIONS)}; sub-folders are not searched), so training would add "
+        f"{'a class' if one else 'classes'} the model can never learn. Remove "
+        f"{'this folder' if one else 'these folders'} or add images to {'it' if one else 'them'}.")
 
 
 def _names(names: list[str], most: int = 10) -> str:

@@ -16,7 +16,9 @@ three ways, cheapest first:
 A finished extraction carries a marker file, so asking again (once for train, once for val)
 returns at once. Downloads resume, retry and are checked against MD5; extraction happens in a
 temporary folder and is moved into place whole, so a folder without the marker was not made
-by us or was damaged, and we refuse to touch it. Only the standard library and tqdm are used.
+by us or was damaged, and we refuse to touch it. Several processes (DDP ranks) take turns
+through a lock file that names its holder, so one kept waiting says whom it waits for. Only the
+standard library and tqdm are used.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ MIRROR_ENV = "VISION_HIST_MIRROR"
 MARKER = ".vision-hist-complete"  # JSON, written inside the folder before it is moved into place
 TMP_PREFIX = ".tmp-extract-"  # temporary extraction folders under root; leftovers are ours
 LOCK_NAME = ".vision-hist.lock"  # serialises downloads/extractions of several processes (DDP ranks)
+LOCK_POLL = 0.2  # seconds between tries of a busy lock (polled, so the wait can say who holds it)
 CHUNK = 1 << 20  # bytes per read/write while downloading and hashing
 
 
@@ -133,7 +136,8 @@ def prepare_dataset(
     backoff: float = 1.0,
     timeout: float = 30.0,
 ) -> Path:
-    """Return a folder holding train/ and val/ (class sub-folders of images), downloading/extracting if needed."""
+    """Return a folder holding train/ and val/ (class sub-folders of images), downloading and
+    extracting if needed."""
     archive = _lookup(name, size)
     root = Path(root).expanduser()
     if source is not None and str(source) != "":  # an empty DATA_PATH means "not given"
@@ -620,19 +624,13 @@ def locked(root: Path, name: str = LOCK_NAME, what: str = "preparing data") -> I
         _wait_for_lock(f, path, fcntl)
         _held_locks.add(f.fileno())
         try:
-            f.truncate(0)  # "a+" appends, so after the truncation the record starts the file
-            f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": what,
-                                "command": " ".join(sys.orig_argv)[:300],
-                                "since": datetime.now().isoformat(timespec="seconds")}) + "\n")
-            f.flush()
+            _write_holder(f, what)
             yield
         finally:
             _held_locks.discard(f.fileno())
-            f.truncate(0)  # a record in an unlocked file would name a process that is done
+            with contextlib.suppress(OSError):
+                f.truncate(0)  # a record in an unlocked file would name a process that is done
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-LOCK_POLL = 0.2  # seconds between tries of a busy lock
 
 
 def _wait_for_lock(f: IO[str], path: Path, fcntl: ModuleType) -> None:
@@ -655,6 +653,18 @@ def _wait_for_lock(f: IO[str], path: Path, fcntl: ModuleType) -> None:
         time.sleep(LOCK_POLL)
 
 
+def _write_holder(f: IO[str], what: str) -> None:
+    """Record who holds the lock: only for messages, so a failure (disk full) is ignored."""
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
+              "command": _command_line(), "since": datetime.now().isoformat(timespec="seconds")}
+    try:
+        f.truncate(0)  # "a+" appends, so after the truncation the record starts the file
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+    except OSError:
+        pass
+
+
 def _read_holder(path: Path) -> dict | None:
     """The record ``locked`` wrote into a lock file, or None if there is none (yet)."""
     try:
@@ -670,8 +680,8 @@ def _holder_message(path: Path, holder: dict | None) -> str:
     if holder is None:
         return f"Waiting for the lock {path}: another process holds it ({find})."
     pid = holder["pid"]
-    who = (f"PID {pid} ({holder.get('what', '?')}; command: {holder.get('command', '?')}; "
-           f"since {holder.get('since', '?')})")
+    who = (f"PID {pid} ({holder.get('what', '?')}, since {holder.get('since', '?')}; command: "
+           f"{holder.get('command', '?')})")
     if holder.get("host", socket.gethostname()) != socket.gethostname():
         return (f"Waiting for the lock {path}: held by {who} on host {holder['host']}. This run "
                 "goes on when that one is done.")
@@ -680,6 +690,12 @@ def _holder_message(path: Path, holder: dict | None) -> str:
                 f"the lock is still held: a process that inherited it from PID {pid} (a leftover "
                 f"worker) keeps it. Stop that process ({find}) and this run goes on.")
     return f"Waiting for the lock {path}: held by {who}. This run goes on when that one is done."
+
+
+def _command_line(most: int = 200) -> str:
+    """This process's command line on one line (``python -c`` code has newlines), shortened."""
+    line = " ".join(" ".join(sys.orig_argv).split())
+    return line if len(line) <= most else line[: most - 3] + "..."
 
 
 def _pid_running(pid: int) -> bool:
@@ -748,8 +764,9 @@ def _describe(e: BaseException) -> str:
 def _fmt(n: int | None) -> str:
     if n is None:
         return "an unknown amount"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
+    value, unit = float(n), "B"
+    for bigger in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"

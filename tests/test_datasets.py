@@ -468,7 +468,8 @@ def test_busy_lock_names_its_holder(tmp_path: Path, caplog: pytest.LogCaptureFix
         waiter.join(timeout=10)
     assert not waiter.is_alive()
     assert msg.startswith(f"Waiting for the lock {lock}: held by PID {os.getpid()} "
-                          "(decoding demo-train; command: ")
+                          f"(decoding demo-train, since {record['since']}; command: ")
+    assert msg.endswith("). This run goes on when that one is done.")
     assert "no longer exists" not in msg
     assert lock.read_text() == ""  # a released lock names nobody
 
@@ -493,8 +494,8 @@ def test_lock_kept_after_its_holder_died_says_so(tmp_path: Path,
         waiter.join(timeout=10)
     assert not waiter.is_alive()
     assert msg == (
-        f"Waiting for the lock {lock}: it was taken by PID {pid} (decoding demo-train; command: "
-        "python train.py; since 2024-01-01T00:00:00), which no longer exists, yet the lock is "
+        f"Waiting for the lock {lock}: it was taken by PID {pid} (decoding demo-train, since "
+        "2024-01-01T00:00:00; command: python train.py), which no longer exists, yet the lock is "
         f"still held: a process that inherited it from PID {pid} (a leftover worker) keeps it. "
         f"Stop that process (`fuser -v {lock}` lists the processes that have it open) and this "
         "run goes on.")

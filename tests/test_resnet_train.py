@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from common import recipe, script
 from resnet import train
+from tests.test_train_scripts import assert_refused
 
 
 def test_resnet_rules_refuse_what_table_1_cannot_take(tmp_path: Path, capsys) -> None:
@@ -15,11 +14,7 @@ def test_resnet_rules_refuse_what_table_1_cannot_take(tmp_path: Path, capsys) ->
         "--ARCH=resnet19": "ARCH='resnet19' is not possible: resnet18, resnet34",
         "--SHORTCUT=D": "SHORTCUT='D' is not possible: A, B or C",
     }
-    for arg, message in cases.items():
-        with pytest.raises(SystemExit) as exit_:
-            train.main([arg, f"--DATA_DIR={tmp_path}"])
-        assert exit_.value.code == 2, arg
-        assert message in capsys.readouterr().err, arg
+    assert_refused(train, cases, tmp_path, capsys)
 
 
 def test_paper_recipe_is_section_3_4() -> None:

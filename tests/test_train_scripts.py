@@ -38,6 +38,15 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def assert_refused(train, cases: dict[str, str], data_dir: Path, capsys) -> None:
+    """Each ``--NAME=value`` of ``cases`` ends ``train.main`` with exit 2 and its message."""
+    for arg, message in cases.items():
+        with pytest.raises(SystemExit) as exit_:
+            train.main([arg, f"--DATA_DIR={data_dir}"])
+        assert exit_.value.code == 2, arg
+        assert message in capsys.readouterr().err, arg
+
+
 def _module(folder: str):
     return importlib.import_module(f"{folder}.train")
 
@@ -115,11 +124,7 @@ def test_bad_constants_are_refused_before_any_work(folder: str, tmp_path: Path, 
         "--OPTIMIZER=lbfgs": "OPTIMIZER='lbfgs' is not possible",
         "--EVAL_VIEWS=12crop": "EVAL_VIEWS='12crop' is not possible",
     }
-    for arg, message in cases.items():
-        with pytest.raises(SystemExit) as exit_:
-            train.main([arg, f"--DATA_DIR={tmp_path}"])
-        assert exit_.value.code == 2, arg
-        assert message in capsys.readouterr().err, arg
+    assert_refused(train, cases, tmp_path, capsys)
     # The same from the command line: one line of error, no traceback.
     out = _run([sys.executable, str(REPO / folder / "train.py"), "--BATCH_SIZE=0", f"--DATA_DIR={tmp_path}"],
                tmp_path, _env(), timeout=60)
