@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from common.datasets import DATA_ROOT, DataError, locked
+from common.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -349,9 +350,7 @@ def _write(npy: Path, meta_path: Path, paths: list[Path], labels: list[int], cla
             "aspect": [round(aspect[i], 5) for i in keep], "skipped": [p for p, _ in bad],
             "converted": converted}
     os.replace(tmp, npy)
-    meta_tmp = meta_path.with_suffix(".json.tmp")
-    meta_tmp.write_text(json.dumps(meta))
-    os.replace(meta_tmp, meta_path)  # last: its presence marks the cache complete
+    atomic_write_text(meta_path, json.dumps(meta))  # last: its presence marks the cache complete
 
 
 def _load(npy: Path, meta_path: Path) -> ImageSet:

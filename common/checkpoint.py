@@ -46,10 +46,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         # holds: never the advice for a file that is not what it claims to be.
         raise TrainingError(f"RESUME={path} is not a checkpoint of this project (it cannot be read "
                             f"as one: {type(e).__name__}). Pass a last.pt or best.pt from runs/.") from None
-    if not isinstance(ckpt, dict) or not REQUIRED_KEYS <= ckpt.keys():
+    lacking = sorted(REQUIRED_KEYS - set(ckpt) if isinstance(ckpt, dict) else REQUIRED_KEYS)
+    if lacking:
         raise TrainingError(f"RESUME={path} is not a checkpoint of this project (it lacks "
-                            f"{', '.join(sorted(REQUIRED_KEYS - set(ckpt) if isinstance(ckpt, dict) else REQUIRED_KEYS))})."
-                            f" Pass a last.pt or best.pt from runs/.")
+                            f"{', '.join(lacking)}). Pass a last.pt or best.pt from runs/.")
     return ckpt
 
 

@@ -70,6 +70,10 @@ class Schedule:
     onecycle: cosine warm-up from LR/25, cosine down to LR/25e4 (Smith, arXiv:1708.07120)
     constant: LEARNING_RATE throughout
     Each parameter group gets the rate times its ``lr_scale``.
+
+    Not torch.optim.lr_scheduler: those are stateful step counters, whereas a pure function of
+    the global step resumes exactly at any step, stretches when NUM_EPOCHS grows on a resume,
+    and needs no scheduler state beyond plateau's three numbers.
     """
 
     def __init__(self, cfg: dict[str, Any], steps_per_epoch: int) -> None:

@@ -19,7 +19,7 @@ SWITCHES: dict[str, Any] = {
     # --- data and system
     "DATA_PATH": "",  # an archive or extracted folder you already have ('' = download)
     "DATA_DIR": "",  # where downloads and the decoded cache go ('' = data/ in this repository)
-    "CACHE_DIM": 0,  # side of the decoded uint8 cache, pixels (0 = 2 x the larger of the two, at most the photos' size)
+    "CACHE_DIM": 0,  # side of the decoded uint8 cache, pixels (0 = 2 x the image side, at most the photos')
     "DECODE_WORKERS": 0,  # processes decoding the image cache (0 = one per core)
     "SEED": 0,  # initial weights, epoch permutations and augmentations
     "DEVICE": "auto",  # auto (cuda if present, else cpu), cuda, cuda:1, cpu

@@ -107,34 +107,9 @@ def _setup(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[s
         system.init_distributed(cfg["DEVICE"])
     device = system.pick_device(cfg["DEVICE"], local_rank)
     system.setup_device(device)
-    channels_last = cfg["CHANNELS_LAST"]
-    raw = model.to(device)
-    # NHWC is faster for convolutions on CUDA tensor cores and, with bf16, on this CPU's oneDNN
-    # too (ResNet-18 at 64 px on 2 cores: about 280 images/s against 165 in NCHW).
-    if channels_last:
-        raw = raw.to(memory_format=torch.channels_last)
-    eval_dim = cfg["EVAL_IMAGE_DIM"] or cfg["IMAGE_DIM"]
-    train_loader = BatchLoader(train_set, cfg["BATCH_SIZE"], train=True, image_dim=cfg["IMAGE_DIM"],
-                               device=device, seed=cfg["SEED"], rank=rank, world_size=world,
-                               scale=(cfg["MIN_SCALE"], 1.0), hflip=cfg["HFLIP"], channels_last=channels_last,
-                               extras=batch_transforms)
-    val_loader = BatchLoader(val_set, cfg["BATCH_SIZE"], train=False, image_dim=eval_dim, device=device,
-                             rank=rank, world_size=world, eval_crop=cfg["EVAL_CROP"],
-                             channels_last=channels_last, views=cfg["EVAL_VIEWS"],
-                             scales=tuple(cfg["EVAL_SCALES"]))
-    if len(train_loader) == 0:
-        raise config_lib.ConfigError(
-            f"BATCH_SIZE={cfg['BATCH_SIZE']} is larger than the training set's share per process "
-            f"({len(train_set) // world} images): use a smaller BATCH_SIZE.")
+    train_loader, val_loader = _loaders(train_set, val_set, cfg, device, rank, world, batch_transforms)
     amp = system.amp_mode(device, cfg["AMP"])
-    net: nn.Module = raw
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    # compile(DDP(model)), PyTorch's recommended order: Dynamo splits the graph at DDP's gradient
-    # buckets so communication overlaps the backward. Evaluation runs the un-wrapped model.
-    eval_net = torch.compile(raw) if cfg["COMPILE"] else raw
-    if cfg["COMPILE"]:
-        net = torch.compile(net) if world > 1 else eval_net
+    raw, net, eval_net = _place(model, cfg, device, world)
     run = _Run(cfg=cfg, name=name, device=device, rank=rank, world=world, model=raw, net=net,
                eval_net=eval_net, train_loader=train_loader, val_loader=val_loader,
                optimizer=optim.build_optimizer(raw, cfg, param_options),
@@ -155,6 +130,44 @@ def _setup(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[s
               f"({world} process{'es' if world > 1 else ''}), {len(train_set)} train / {len(val_set)} "
               f"val images, {run.steps_per_epoch} steps/epoch; writing to {rel(run.run_dir)}")
     return run
+
+
+def _loaders(train_set: ImageSet, val_set: ImageSet, cfg: dict[str, Any], device: torch.device, rank: int,
+             world: int, batch_transforms: Sequence[BatchTransform]) -> tuple[BatchLoader, BatchLoader]:
+    """This rank's training batches (augmented) and validation batches (the evaluation views)."""
+    channels_last = cfg["CHANNELS_LAST"]
+    train = BatchLoader(train_set, cfg["BATCH_SIZE"], train=True, image_dim=cfg["IMAGE_DIM"], device=device,
+                        seed=cfg["SEED"], rank=rank, world_size=world, scale=(cfg["MIN_SCALE"], 1.0),
+                        hflip=cfg["HFLIP"], channels_last=channels_last, extras=batch_transforms)
+    eval_dim = cfg["EVAL_IMAGE_DIM"] or cfg["IMAGE_DIM"]
+    val = BatchLoader(val_set, cfg["BATCH_SIZE"], train=False, image_dim=eval_dim, device=device, rank=rank,
+                      world_size=world, eval_crop=cfg["EVAL_CROP"], channels_last=channels_last,
+                      views=cfg["EVAL_VIEWS"], scales=tuple(cfg["EVAL_SCALES"]))
+    if len(train) == 0:
+        raise config_lib.ConfigError(
+            f"BATCH_SIZE={cfg['BATCH_SIZE']} is larger than the training set's share per process "
+            f"({len(train_set) // world} images): use a smaller BATCH_SIZE.")
+    return train, val
+
+
+def _place(model: nn.Module, cfg: dict[str, Any], device: torch.device,
+           world: int) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """(raw model on the device, what training runs, what evaluation runs)."""
+    raw = model.to(device)
+    # NHWC is faster for convolutions on CUDA tensor cores and, with bf16, on this CPU's oneDNN
+    # too (ResNet-18 at 64 px on 2 cores: about 280 images/s against 165 in NCHW).
+    if cfg["CHANNELS_LAST"]:
+        raw = raw.to(memory_format=torch.channels_last)
+    net: nn.Module = raw
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
+                                                  else None)
+    # compile(DDP(model)), PyTorch's recommended order: Dynamo splits the graph at DDP's gradient
+    # buckets so communication overlaps the backward. Evaluation runs the un-wrapped model.
+    eval_net = torch.compile(raw) if cfg["COMPILE"] else raw
+    if cfg["COMPILE"]:
+        net = torch.compile(net) if world > 1 else eval_net
+    return raw, net, eval_net
 
 
 def _restore(run: _Run, path: Path) -> None:
@@ -274,7 +287,8 @@ def _end_epoch(run: _Run, epoch: int, train_time: float) -> None:
            "images_per_s": tot["n"] / train_time if run.start_step == 0 else float("nan"),
            "epoch_time_s": train_time}
     system.broadcast_buffers([run.model] + ([run.ema.module] if run.ema is not None else []), run.world)
-    row.update({f"val_{k}": v for k, v in evaluate(run.eval_net, run.val_loader, run.autocast, run.world).items()})
+    centre = evaluate(run.eval_net, run.val_loader, run.autocast, run.world)
+    row.update({f"val_{k}": v for k, v in centre.items()})
     if run.ema is not None:
         ema = evaluate(run.ema.module, run.val_loader, run.autocast, run.world)
         row.update({f"ema_val_{k}": v for k, v in ema.items()})
