@@ -62,7 +62,8 @@ def test_resume_of_another_network_names_the_constants_that_differ(tmp_path: Pat
     data = tmp_path / "data"
     code, err = _main([f"--RESUME={last}", "--ARCH=resnet34", f"--DATA_DIR={data}"], capsys)
     assert code == 2
-    assert "holds a different network than these constants build: ARCH is 'resnet18' there and 'resnet34' here" in err
+    assert ("holds a different network than these constants build: "
+            "ARCH is 'resnet18' there and 'resnet34' here") in err
     code, err = _main([f"--RESUME={last}", "--WIDTH=8", f"--DATA_DIR={data}"], capsys)
     assert code == 2 and "WIDTH is 4 there and 8 here" in err
     assert not data.exists()  # refused before any data work

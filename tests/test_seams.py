@@ -33,7 +33,8 @@ def test_a_recipe_constant_the_file_forgets_is_named(capsys) -> None:
     with pytest.raises(ConfigError, match=r"RMSPROP_ALPHA \(for OPTIMIZER='rmsprop'\)"):
         script.configure(resnet_train, ["--OPTIMIZER=rmsprop"], recipe.RULES)
     with pytest.raises(ConfigError, match="does not state NUM_EPOCHS"):
-        trainer.fit(tiny_model(), colour_set(16), colour_set(8), {k: v for k, v in TINY.items() if k != "NUM_EPOCHS"})
+        without_epochs = {k: v for k, v in TINY.items() if k != "NUM_EPOCHS"}
+        trainer.fit(tiny_model(), colour_set(16), colour_set(8), without_epochs)
 
 
 def test_named_recipes_apply_under_the_command_line() -> None:
@@ -111,9 +112,8 @@ def test_soft_labels_end_to_end_and_resume_stays_exact(tmp_path: Path) -> None:
     cut = trainer.fit(tiny_model(), train_set, val_set, {**cfg, "RUNS_DIR": str(tmp_path / "b")}, name="m",
                       on_step=interrupt, batch_transforms=mix)
     assert cut["interrupted"]
-    resumed = trainer.fit(tiny_model(), train_set, val_set,
-                          {**cfg, "RUNS_DIR": str(tmp_path / "b"), "RESUME": str(Path(cut["run_dir"]) / "last.pt")},
-                          name="m", batch_transforms=mix)
+    again = {**cfg, "RUNS_DIR": str(tmp_path / "b"), "RESUME": str(Path(cut["run_dir"]) / "last.pt")}
+    resumed = trainer.fit(tiny_model(), train_set, val_set, again, name="m", batch_transforms=mix)
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"]]
     a = torch.load(Path(full["run_dir"]) / "last.pt", weights_only=True)["model"]
     b = torch.load(Path(cut["run_dir"]) / "last.pt", weights_only=True)["model"]

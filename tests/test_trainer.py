@@ -18,8 +18,8 @@ from resnet.model import resnet18
 
 # Small and quick: a tiny ResNet at 32 px, bf16 autocast and channels_last as in real runs.
 RESNET_RECIPE = constants(resnet_train)  # a whole recipe, which fit requires
-TINY = {**RESNET_RECIPE, "IMAGE_DIM": 32, "EVAL_IMAGE_DIM": 32, "BATCH_SIZE": 16, "NUM_EPOCHS": 2, "LEARNING_RATE": 0.05,
-        "LR_SCHEDULE": "onecycle", "WARMUP_EPOCHS": 0.5, "NESTEROV": True, "LABEL_SMOOTHING": 0.1,
+TINY = {**RESNET_RECIPE, "IMAGE_DIM": 32, "EVAL_IMAGE_DIM": 32, "BATCH_SIZE": 16, "NUM_EPOCHS": 2,
+        "LEARNING_RATE": 0.05, "LR_SCHEDULE": "onecycle", "WARMUP_EPOCHS": 0.5, "NESTEROV": True, "LABEL_SMOOTHING": 0.1,
         "EMA_DECAY": 0.9, "GRAD_CLIP": 5.0, "DEVICE": "cpu"}
 
 
