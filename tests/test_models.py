@@ -3,13 +3,12 @@
 Every entry of MODEL_CASES gets: output shape, gradient-reaches-every-parameter and no-NaN on a
 tiny CPU model, and parameter count and multiply-adds (at 1x3x224x224) against its paper,
 both measured on the ``meta`` device so that no real weights or activations are allocated.
-Later architectures append to MODEL_CASES. Below the generic tests, each paper's deviations and
+Later architectures add their cases in tests/cases_<folder>.py. Below the generic tests, each paper's deviations and
 options are pinned.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
 
@@ -17,20 +16,10 @@ import pytest
 import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
 
 from resnet import model as resnet
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    builder: Callable[..., nn.Module]
-    tiny: dict[str, Any]  # kwargs that make the model small enough for a fast CPU step
-    params: int  # parameter count at num_classes=1000
-    macs: float  # multiply-adds of one 1x3x224x224 forward, as the paper reports them
-    macs_tol: float  # allowed |measured - macs|; each architecture says why its value
-    tiny_input: int = 64  # side of the square input for the tiny model
+from tests import cases_alexnet, cases_vgg
+from tests.model_cases import Case, build_meta, count_macs, count_params
 
 
 # ResNet, He et al. 2015 (arXiv:1512.03385).
@@ -66,30 +55,13 @@ MODEL_CASES: list[Case] = [
     Case("resnet34-A", partial(resnet.resnet34, shortcut="A"), RESNET_TINY, RESNET_PLAIN34, 3.6e9,
          RESNET_ROUNDING_TOL),
 ]
+# Each later architecture keeps its cases in tests/cases_<folder>.py, beside its own tests.
+MODEL_CASES += cases_alexnet.CASES + cases_vgg.CASES
 CASE_IDS = [c.name for c in MODEL_CASES]
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def build_meta(builder: Callable[..., nn.Module], **kwargs: Any) -> nn.Module:
-    """Build a full-size model on the meta device: shapes only, no memory, no init cost."""
-    with torch.device("meta"):
-        return builder(**kwargs)
-
-
-def count_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def count_macs(m: nn.Module, size: int = 224) -> float:
-    """Multiply-adds of one forward. FlopCounterMode counts 2 FLOPs per multiply-add for
-    convolutions and matmuls (and nothing for BN, ReLU, pooling or additions)."""
-    x = torch.empty(1, 3, size, size, device="meta")
-    with FlopCounterMode(display=False) as counter:
-        m(x)
-    return counter.get_total_flops() / 2
 
 
 def tiny_model(case: Case, num_classes: int = 10) -> nn.Module:
@@ -147,7 +119,7 @@ def test_parameter_count(case: Case) -> None:
 @pytest.mark.parametrize("case", MODEL_CASES, ids=CASE_IDS)
 def test_macs_match_paper(case: Case) -> None:
     m = build_meta(case.builder, num_classes=1000)
-    macs = count_macs(m)
+    macs = count_macs(m, case.native_input)
     assert abs(macs - case.macs) <= case.macs_tol, f"{macs / 1e9:.3f}e9 vs {case.macs / 1e9}e9"
 
 
