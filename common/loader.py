@@ -84,7 +84,7 @@ class BatchLoader:
                  ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: bool = True, eval_crop: float = 0.875,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  channels_last: bool = False, extras: Sequence[BatchTransform] = (), views: str = "center",
-                 scales: Sequence[float] = (1.0,)) -> None:
+                 scales: Sequence[float] = (1.0,), scale_jitter: tuple[float, float] | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if views not in EVAL_VIEWS:
@@ -97,7 +97,10 @@ class BatchLoader:
         if train and (views, scales) != ("center", (1.0,)):
             raise ValueError(f"views={views!r}, scales={scales} are evaluation views: give them to a "
                              f"loader with train=False")
-        self.views, self.scales = views, scales
+        if scale_jitter is not None and not 1 <= scale_jitter[0] <= scale_jitter[1]:
+            raise ValueError(f"scale_jitter must be (lo, hi) with 1 <= lo <= hi (the short side S as a "
+                             f"multiple of image_dim), got {scale_jitter}")
+        self.views, self.scales, self.scale_jitter = views, scales, scale_jitter
         self.device = torch.device(device)
         self.batch_size, self.train, self.image_dim = batch_size, train, image_dim
         self.seed, self.rank, self.world_size = seed, rank, world_size
@@ -223,9 +226,31 @@ class BatchLoader:
         return t.pin_memory().to(self.device, non_blocking=True)
 
     def _augment(self, b: torch.Tensor, b_dev: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """Random-resized-crop + flip of a batch, in one sampling pass; float in [0, 255]."""
+        """Random-resized-crop (or scale jittering) + flip of a batch, in one sampling pass;
+        float in [0, 255]."""
         n = len(b)
         aspect = self.aspect[b]
+        if self.scale_jitter is not None:
+            fw, fh = self._jitter_box(aspect, g)
+        else:
+            fw, fh = self._rrc_box(aspect, g)
+        # Centre anywhere the crop fits; grid coordinates span [-1, 1], so a crop of fraction f
+        # has half-width f and its centre lies in [-(1 - f), 1 - f].
+        cx = (torch.rand(n, generator=g) * 2 - 1) * (1 - fw)
+        cy = (torch.rand(n, generator=g) * 2 - 1) * (1 - fh)
+        flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if self.hflip else torch.ones(n)
+        return self._sample(self.images[b_dev], fw * flip, fh, cx, cy)
+
+    def _jitter_box(self, aspect: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scale jittering (VGG Sec. 3.1; ResNet Sec. 3.4): the image rescaled so that its short side
+        is S ~ U(lo, hi) x image_dim, then an image_dim square cut from it. The square is 1/u of
+        the short side (u = S / image_dim); as fractions of the width and height (a = W / H):"""
+        u = torch.empty(len(aspect)).uniform_(*self.scale_jitter, generator=g)
+        return torch.clamp(1 / aspect, max=1.0) / u, torch.clamp(aspect, max=1.0) / u
+
+    def _rrc_box(self, aspect: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random-resized-crop's box as fractions of the source's width and height."""
+        n = len(aspect)
         # torchvision's RandomResizedCrop: area fraction s ~ U(scale), log(ratio) ~ U(log ratio),
         # crop width/height = sqrt(s * A * r), sqrt(s * A / r) in the source's pixels. As fractions
         # of the source's width W and height H (A = W * H, aspect a = W / H):
@@ -235,13 +260,7 @@ class BatchLoader:
         # Where the crop would not fit, torchvision retries and finally falls back to a centre
         # crop; shrinking both sides by the same factor keeps the ratio and is one vector op.
         over = torch.clamp(torch.maximum(fw, fh), min=1.0)
-        fw, fh = fw / over, fh / over
-        # Centre anywhere the crop fits; grid coordinates span [-1, 1], so a crop of fraction f
-        # has half-width f and its centre lies in [-(1 - f), 1 - f].
-        cx = (torch.rand(n, generator=g) * 2 - 1) * (1 - fw)
-        cy = (torch.rand(n, generator=g) * 2 - 1) * (1 - fh)
-        flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if self.hflip else torch.ones(n)
-        return self._sample(self.images[b_dev], fw * flip, fh, cx, cy)
+        return fw / over, fh / over
 
     def _sample(self, src: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, cx: torch.Tensor,
                 cy: torch.Tensor, d: int | None = None) -> torch.Tensor:

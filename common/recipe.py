@@ -37,7 +37,7 @@ SWITCHES: dict[str, Any] = {
 
 # What every recipe states, whatever it chooses.
 RECIPE_KEYS = (
-    "DATASET", "DATASET_SIZE", "IMAGE_DIM", "EVAL_IMAGE_DIM", "MIN_SCALE", "HFLIP",
+    "DATASET", "DATASET_SIZE", "IMAGE_DIM", "EVAL_IMAGE_DIM", "MIN_SCALE", "SCALE_JITTER", "HFLIP",
     "NUM_EPOCHS", "BATCH_SIZE", "OPTIMIZER", "LEARNING_RATE", "WEIGHT_DECAY", "DECAY_NORM_AND_BIAS",
     "LR_SCHEDULE", "LABEL_SMOOTHING", "GRAD_CLIP", "EMA_DECAY",
 )
@@ -73,6 +73,9 @@ RULES: Rules = {
     "CACHE_DIM": (lambda v: v == 0 or v >= 8, "0 (automatic) or at least 8 pixels"),
     "MIN_SCALE": (_is_fraction, "a fraction in (0, 1]"),
     "EVAL_CROP": (_is_fraction, "a fraction in (0, 1]"),
+    "SCALE_JITTER": (lambda v: len(v) == 2 and (tuple(v) == (0, 0) or 1 <= v[0] <= v[1]),
+                     "(0, 0) (off: random-resized-crop) or (lo, hi) with 1 <= lo <= hi, the short side "
+                     "as a multiple of IMAGE_DIM"),
     "EVAL_VIEWS": (lambda v: v in ("center", "flip", "5crop", "10crop"), "center, flip, 5crop or 10crop"),
     "EVAL_SCALES": (lambda v: len(v) >= 1 and all(s > 0 for s in v), "one or more positive multiples"),
     "OPTIMIZER": (lambda v: v in OPTIMIZER_KEYS, ", ".join(OPTIMIZER_KEYS)),

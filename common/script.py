@@ -30,7 +30,7 @@ from common.optim import ParamOptions
 from common.trainer import fit
 
 BuildModel = Callable[[dict[str, Any], int], nn.Module]
-BatchTransforms = Callable[[dict[str, Any], int], Sequence[BatchTransform]]
+BatchTransforms = Callable[[dict[str, Any], ImageSet], Sequence[BatchTransform]]
 
 
 def main(module: ModuleType, build_model: BuildModel, argv: list[str] | None = None, *,
@@ -40,7 +40,8 @@ def main(module: ModuleType, build_model: BuildModel, argv: list[str] | None = N
 
     ``build_model(cfg, num_classes)`` builds the network; ``rules`` adds the model's own checks
     (e.g. the smallest IMAGE_DIM its downsampling allows); ``param_options`` and
-    ``batch_transforms(cfg, num_classes)`` are the seams of common.optim and common.augment.
+    ``batch_transforms(cfg, train_set)`` are the seams of common.optim and common.augment (the
+    training set gives its class count, and statistics such as AlexNet's PCA lighting's).
     """
     argv = sys.argv[1:] if argv is None else argv
     prog = os.path.relpath(module.__file__) if module.__file__ else "train.py"
@@ -121,7 +122,7 @@ def run(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[str, Any] | Non
                                      f"this dataset has {train_set.num_classes}: resume on the same data.")
     torch.manual_seed(cfg["SEED"])  # the same initial weights on every rank and every run
     model = build_model(cfg, train_set.num_classes)
-    transforms = batch_transforms(cfg, train_set.num_classes) if batch_transforms else ()
+    transforms = batch_transforms(cfg, train_set) if batch_transforms else ()
     try:
         return fit(model, train_set, val_set, cfg, name=name, param_options=param_options,
                    batch_transforms=transforms)

@@ -138,7 +138,8 @@ def _loaders(train_set: ImageSet, val_set: ImageSet, cfg: dict[str, Any], device
     channels_last = cfg["CHANNELS_LAST"]
     train = BatchLoader(train_set, cfg["BATCH_SIZE"], train=True, image_dim=cfg["IMAGE_DIM"], device=device,
                         seed=cfg["SEED"], rank=rank, world_size=world, scale=(cfg["MIN_SCALE"], 1.0),
-                        hflip=cfg["HFLIP"], channels_last=channels_last, extras=batch_transforms)
+                        hflip=cfg["HFLIP"], channels_last=channels_last, extras=batch_transforms,
+                        scale_jitter=tuple(cfg["SCALE_JITTER"]) if any(cfg["SCALE_JITTER"]) else None)
     eval_dim = cfg["EVAL_IMAGE_DIM"] or cfg["IMAGE_DIM"]
     val = BatchLoader(val_set, cfg["BATCH_SIZE"], train=False, image_dim=eval_dim, device=device, rank=rank,
                       world_size=world, eval_crop=cfg["EVAL_CROP"], channels_last=channels_last,

@@ -9,8 +9,8 @@ The constants are a modern single-GPU recipe (one-cycle SGD with Nesterov moment
 smoothing, zero-init residuals, no weight decay on BN/bias, a light random-resized-crop).
 RECIPES["paper"] holds the paper's own: SGD, momentum 0.9, weight decay 1e-4 on everything,
 learning rate 0.1 divided by 10 when the error plateaus, batch 256, 224 px crops, 10-crop
-testing. (Its scale augmentation, a 224 crop of the image resized to a short side of 256-480,
-is approximated by random-resized-crop: MIN_SCALE.)
+testing, and its scale augmentation (a 224 crop of the image resized to a short side drawn
+from [256, 480]: SCALE_JITTER).
 """
 import sys
 from pathlib import Path
@@ -26,6 +26,7 @@ DATASET_SIZE = "160"  # fastai archive: 160, 320 or full (short side, pixels)
 IMAGE_DIM = 128  # training crop, pixels (the paper: 224)
 EVAL_IMAGE_DIM = 0  # evaluation size, pixels (0 = IMAGE_DIM; larger: "FixRes", arXiv:1906.06423)
 MIN_SCALE = 0.35  # random-resized-crop's smallest area fraction (torchvision's default, from Inception: 0.08)
+SCALE_JITTER = (0.0, 0.0)  # instead: short side S ~ U(lo, hi) x IMAGE_DIM, then a crop ((0, 0) = off)
 HFLIP = True  # random horizontal flips (Sec. 3.4, after AlexNet)
 
 # --- model
@@ -59,7 +60,9 @@ RECIPES = {
     "paper": {"LR_SCHEDULE": "plateau", "LEARNING_RATE": 0.1, "BATCH_SIZE": 256, "WEIGHT_DECAY": 1e-4,
               "DECAY_NORM_AND_BIAS": True, "NESTEROV": False, "LABEL_SMOOTHING": 0.0,
               "ZERO_INIT_RESIDUAL": False, "WARMUP_EPOCHS": 0.0, "IMAGE_DIM": 224, "DATASET_SIZE": "320",
-              "NUM_EPOCHS": 90, "EVAL_VIEWS": "10crop"},
+              "NUM_EPOCHS": 90, "EVAL_VIEWS": "10crop",
+              # "resized with its shorter side randomly sampled in [256, 480]", then a 224 crop
+              "SCALE_JITTER": (256 / 224, 480 / 224)},
     # A smoke test in seconds on a CPU (and the test suite's setting for this script).
     "tiny": {"IMAGE_DIM": 32, "WIDTH": 4, "BATCH_SIZE": 8, "NUM_EPOCHS": 2, "WARMUP_EPOCHS": 0.5},
 }

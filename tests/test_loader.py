@@ -450,3 +450,31 @@ def test_view_names_and_bad_views_refused() -> None:
         BatchLoader(data, 4, train=True, image_dim=8, views="flip")
     with pytest.raises(RuntimeError, match="evaluation"):
         next(BatchLoader(data, 4, train=True, image_dim=8).iterate_views())
+
+
+def test_scale_jitter_cuts_an_image_dim_square_of_the_rescaled_short_side(monkeypatch) -> None:
+    """VGG Sec. 3.1 / ResNet Sec. 3.4: short side S ~ U(lo, hi) x image_dim, then an image_dim
+    crop: the square is image_dim / S = 1/u of the short side, whatever the aspect ratio."""
+    images = torch.zeros(4, 16, 16, 3, dtype=torch.uint8)
+    data = ImageSet(images, torch.arange(4), aspect=torch.tensor([2.0, 0.5, 1.0, 4 / 3]))
+    boxes = []
+    loader = BatchLoader(data, 4, train=True, image_dim=8, scale_jitter=(2.0, 2.0), hflip=False)
+    real = loader._sample
+    monkeypatch.setattr(loader, "_sample", lambda src, sx, sy, cx, cy, d=None: boxes.append((sx, sy)) or
+                        real(src, sx, sy, cx, cy, d))
+    next(iter(loader))
+    sx, sy = boxes[0]
+    # u = 2: half the short side. Wide (a = 2): half the height, a quarter of the width.
+    assert torch.allclose(sx, torch.tensor([0.25, 0.5, 0.5, 0.375]))
+    assert torch.allclose(sy, torch.tensor([0.5, 0.25, 0.5, 0.5]))
+    square = ImageSet(images, torch.arange(4))  # aspect 1 (batches are shuffled)
+    wide = BatchLoader(square, 4, train=True, image_dim=8, scale_jitter=(1.5, 3.0), hflip=False)
+    monkeypatch.setattr(wide, "_sample", lambda src, sx, sy, cx, cy, d=None: boxes.append((sx, sy)) or src)
+    for epoch in range(20):
+        wide.set_epoch(epoch)
+        next(iter(wide))
+    u = torch.cat([1 / b[1] for b in boxes[1:]])  # square images: sx = sy = 1/u
+    assert torch.equal(torch.cat([b[0] for b in boxes[1:]]), torch.cat([b[1] for b in boxes[1:]]))
+    assert u.min() >= 1.5 - 1e-6 and u.max() <= 3.0 + 1e-6 and u.max() - u.min() > 0.8
+    with pytest.raises(ValueError, match="scale_jitter"):
+        BatchLoader(data, 4, train=True, image_dim=8, scale_jitter=(0.5, 2.0))
