@@ -69,7 +69,8 @@ def configure(module: ModuleType, argv: Sequence[str], rules: recipe.Rules,
     Precedence, lowest first: the loop's switches, the file's constants, the named RECIPE, a
     resumed checkpoint's constants, the command line.
     """
-    defaults = {**recipe.SWITCHES, **config_lib.constants(module)}
+    own = config_lib.constants(module)  # the file's recipe first (--help lists it first), then the switches
+    defaults = {**own, **{k: v for k, v in recipe.SWITCHES.items() if k not in own}}
     recipe.complete(defaults, prog)  # a forgotten recipe constant, before anything else
     recipes: dict[str, dict[str, Any]] = getattr(module, "RECIPES", {})
     notes = {**config_lib.comments(recipe), **config_lib.comments(module)}
