@@ -1,4 +1,4 @@
-"""Batch transforms for the loader's ``extras`` hook: mixup, cutmix, random erasing, soft targets.
+"""Batch transforms for the loader's ``extras`` hook: mixup, cutmix, random erasing, PCA lighting, soft targets.
 
 Each factory returns a ``BatchTransform``: (x (B, 3, H, W) normalised float, labels, generator)
 -> (x, labels or soft targets (B, C) float), applied by common/loader.py's BatchLoader in train
@@ -14,6 +14,8 @@ directly or through a seed drawn from it, so a resumed run replays the same batc
                    Strong Classifiers with Localizable Features", arXiv:1905.04899.
   random erasing:  Zhong, Zheng, Kang, Li, Yang, "Random Erasing Data Augmentation",
                    arXiv:1708.04896.
+  PCA lighting:    Krizhevsky, Sutskever, Hinton, "ImageNet Classification with Deep
+                   Convolutional Neural Networks", NeurIPS 2012, Sec. 4.1.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.loader import BatchTransform
+from common.loader import IMAGENET_STD, BatchTransform
 
 
 def soft_targets(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -174,5 +176,37 @@ def random_erasing(p: float = 0.25, scale: tuple[float, float] = (0.02, 1 / 3),
                 & erase.view(b, 1, 1))  # (B, H, W)
         noise = torch.randn(x.shape, generator=dev, device=x.device, dtype=x.dtype)
         return torch.where(mask.unsqueeze(1), noise, x), y
+
+    return transform
+
+
+def pca_lighting(eigval: torch.Tensor, eigvec: torch.Tensor, std: float = 0.1,
+                 pixel_std: tuple[float, float, float] = IMAGENET_STD) -> BatchTransform:
+    """AlexNet's colour augmentation (Sec. 4.1): to every pixel of an image add
+    [p1, p2, p3] [a1 l1, a2 l2, a3 l3]^T, with p_i, l_i the eigenvectors and eigenvalues of the
+    training set's RGB covariance (common.cache.rgb_pca) and a_i ~ N(0, ``std``) drawn once per
+    image each time it is used (the paper: std 0.1). Labels are returned unchanged.
+
+    Units: eigval and eigvec as rgb_pca gives them, for pixel values in [0, 1] (pixel / 255);
+    the shift is made in those units, i.e. 255 x as many pixel levels, then divided by the
+    loader's per-channel std (``pixel_std``) because x arrives normalised, (pixel / 255 - mean)
+    / std (the mean does not matter to a shift). The paper states no scale for its eigenvalues.
+    On [0, 1] values a typical shift is a few pixel levels, and Imagenette's eigenvalues (0.2165,
+    0.0174, 0.0035) are close to the ImageNet ones fb.resnet.torch uses (0.2175, 0.0188,
+    0.0045), so this is the scale implementations since have taken; eigenvalues of pixel values
+    0..255 (65,025 x larger) would shift colours by hundreds of levels. No clipping (the paper
+    has none).
+    """
+    if not std >= 0:
+        raise ValueError(f"std must be >= 0 (the paper: 0.1), got {std}")
+    eigval, eigvec = torch.as_tensor(eigval, dtype=torch.float32), torch.as_tensor(eigvec, dtype=torch.float32)
+    if eigval.shape != (3,) or eigvec.shape != (3, 3):
+        raise ValueError(f"eigval must be (3,) and eigvec (3, 3), got {tuple(eigval.shape)}, {tuple(eigvec.shape)}")
+    to_normalised = 1.0 / torch.tensor(pixel_std, dtype=torch.float32)  # (3,)
+
+    def transform(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        alpha = torch.randn(len(x), 3, generator=g) * std  # (B, 3), one draw per image, on the CPU
+        shift = (alpha * eigval) @ eigvec.T * to_normalised  # (B, 3): eigvec @ (alpha * eigval) per image
+        return x + shift.to(device=x.device, dtype=x.dtype).view(-1, 3, 1, 1), y
 
     return transform
