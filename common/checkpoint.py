@@ -6,7 +6,6 @@ epoch's sums, every RNG state and the constants; it loads with ``torch.load(weig
 """
 from __future__ import annotations
 
-import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -34,21 +33,23 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> Path:
                             f"is intact. Free disk space or set RUNS_DIR to another disk.") from e
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load with ``weights_only=True`` (no code in the file runs); refuse what is not ours."""
+def load_checkpoint(path: Path, constant: str = "RESUME") -> dict[str, Any]:
+    """Load with ``weights_only=True`` (no code in the file runs); refuse what is not ours.
+
+    ``constant`` names the setting that gave the path, for the messages (RESUME, INIT_FROM)."""
     if not path.is_file():
-        raise TrainingError(f"RESUME={path}: no such checkpoint file. Runs keep theirs in "
+        raise TrainingError(f"{constant}={path}: no such checkpoint file. Runs keep theirs in "
                             f"runs/<model>/<timestamp>/last.pt.")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - random bytes raise UnpicklingError, KeyError, RuntimeError, ...
         # torch's own message would suggest weights_only=False, i.e. running whatever the file
         # holds: never the advice for a file that is not what it claims to be.
-        raise TrainingError(f"RESUME={path} is not a checkpoint of this project (it cannot be read "
+        raise TrainingError(f"{constant}={path} is not a checkpoint of this project (it cannot be read "
                             f"as one: {type(e).__name__}). Pass a last.pt or best.pt from runs/.") from None
     lacking = sorted(REQUIRED_KEYS - set(ckpt) if isinstance(ckpt, dict) else REQUIRED_KEYS)
     if lacking:
-        raise TrainingError(f"RESUME={path} is not a checkpoint of this project (it lacks "
+        raise TrainingError(f"{constant}={path} is not a checkpoint of this project (it lacks "
                             f"{', '.join(lacking)}). Pass a last.pt or best.pt from runs/.")
     return ckpt
 

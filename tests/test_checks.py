@@ -81,4 +81,8 @@ def test_resume_of_a_file_that_is_not_a_checkpoint_says_so_in_one_line(tmp_path:
     torch.save({"state_dict": {"w": torch.zeros(2)}}, other)  # a real torch file, but not ours
     code, err = _main([f"--RESUME={other}", f"--DATA_DIR={tmp_path / 'data'}"], capsys)
     assert code == 1 and "is not a checkpoint of this project (it lacks" in err
+    hello = tmp_path / "hello.pt"
+    hello.write_bytes(b"hello")  # torch.load raises KeyError on these five bytes
+    code, err = _main([f"--RESUME={hello}", f"--DATA_DIR={tmp_path / 'data'}"], capsys)
+    assert code == 1 and "is not a checkpoint of this project" in err
     assert junk.read_bytes() and other.exists()  # nothing deleted
