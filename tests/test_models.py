@@ -9,6 +9,8 @@ options are pinned.
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
 from functools import partial
 from typing import Any, Callable
 
@@ -18,7 +20,6 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from resnet import model as resnet
-from tests import cases_alexnet, cases_vgg
 from tests.model_cases import Case, build_meta, count_macs, count_params
 
 
@@ -56,7 +57,9 @@ MODEL_CASES: list[Case] = [
          RESNET_ROUNDING_TOL),
 ]
 # Each later architecture keeps its cases in tests/cases_<folder>.py, beside its own tests.
-MODEL_CASES += cases_alexnet.CASES + cases_vgg.CASES
+# Every tests/cases_<folder>.py is read: a new architecture's cases join the list by existing.
+MODEL_CASES += [case for path in sorted(Path(__file__).parent.glob("cases_*.py"))
+                for case in importlib.import_module(f"tests.{path.stem}").CASES]
 CASE_IDS = [c.name for c in MODEL_CASES]
 
 
