@@ -276,3 +276,18 @@ MODELS: dict[str, Callable[..., AlexNet]] = {
 MIN_INPUT = {"alexnet": min_input_size(ALEXNET_CONFIGS["paper"]),
              "alexnet_one_tower": min_input_size(ALEXNET_CONFIGS["paper"]),
              "alexnet_2014": min_input_size(ALEXNET_CONFIGS["2014"])}
+
+# --- torchvision's ImageNet weights (PRETRAINED=True in train.py; common/pretrained.py).
+# torchvision's ``alexnet`` is arXiv:1404.5997's one-tower net, our alexnet_2014: the same layers
+# in the same order, numbered there (features.0, classifier.1) and named here (features.conv1,
+# classifier.fc6). Its weights were trained with ReLU; dropout's place (before fc6/fc7 there,
+# after here) does not matter at evaluation, so outputs are equal (tests/test_pretrained.py).
+TORCHVISION: dict[str, str | tuple[str, dict]] = {"alexnet_2014": ("alexnet", {"ACTIVATION": "relu"})}
+
+
+def from_torchvision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision's alexnet state_dict -> alexnet_2014's."""
+    with torch.device("meta"):
+        names = list(alexnet_2014().state_dict())
+    return dict(zip(names, state.values()))  # same order, our names
+

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from any folder, no PYTHONPATH
 
-from alexnet.model import ACTIVATIONS, INITS, MIN_INPUT, MODELS  # noqa: E402
+from alexnet.model import ACTIVATIONS, INITS, MIN_INPUT, MODELS, TORCHVISION, from_torchvision  # noqa: E402
 from common import script  # noqa: E402
 from common.augment import pca_lighting  # noqa: E402
 from common.cache import rgb_pca  # noqa: E402
@@ -121,7 +121,7 @@ RULES = {
 
 def main(argv: list[str] | None = None) -> dict | None:
     return script.main(sys.modules[__name__], build_model, argv, rules=RULES,
-                       batch_transforms=batch_transforms)
+                       batch_transforms=batch_transforms, torchvision=(TORCHVISION, from_torchvision))
 
 
 if __name__ == "__main__":

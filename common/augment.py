@@ -20,12 +20,14 @@ directly or through a seed drawn from it, so a resumed run replays the same batc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.loader import IMAGENET_STD, BatchTransform
+from common.loader import IMAGENET_MEAN, IMAGENET_STD, BatchTransform
 
 
 def soft_targets(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -210,3 +212,338 @@ def pca_lighting(eigval: torch.Tensor, eigvec: torch.Tensor, std: float = 0.1,
         return x + shift.to(device=x.device, dtype=x.dtype).view(-1, 3, 1, 1), y
 
     return transform
+
+
+# ---------------------------------------------------------------------------------------------
+# RandAugment and TrivialAugment: per-image ops drawn from one list, batched
+#
+#   RandAugment:     Cubuk, Zoph, Shlens, Le, "RandAugment: Practical automated data augmentation
+#                    with a reduced search space", arXiv:1909.13719.
+#   TrivialAugment:  Müller, Hutter, "TrivialAugment: Tuning-free Yet State-of-the-Art Data
+#                    Augmentation", arXiv:2103.10129.
+#
+# The ops and their magnitude ranges are torchvision's (transforms.RandAugment and
+# TrivialAugmentWide, v0.29), so results compare with the usual PyTorch recipes. The images are
+# worked on in pixel space [0, 1]: torchvision works on uint8 (or [0, 1] floats) and fills what
+# a geometric op uncovers with 0, black; the loader's x is normalised, so it is un-normalised
+# first and normalised again at the end (black becomes -mean / std).
+# ---------------------------------------------------------------------------------------------
+
+
+class AugmentOp(NamedTuple):
+    """One op's magnitudes: bin k of n is torch.linspace(lo, hi, n)[k], negated for half of the
+    images if ``signed``; ``per`` "width" / "height" makes it a fraction of that image side."""
+    lo: float = 0.0
+    hi: float = 0.0
+    signed: bool = False
+    per: str = ""
+
+
+# torchvision.transforms.RandAugment._augmentation_space: the 14 ops RandAugment's Sec. 3 lists
+# (identity, autoContrast, equalize, rotate, solarize, color, posterize, contrast, brightness,
+# sharpness, shear-x/y, translate-x/y), drawn with probability 1/14 each, over AutoAugment's
+# ranges (arXiv:1805.09501), the largest at the last of num_magnitude_bins bins. Units:
+# shear as tan(angle), translate in pixels (truncated to whole pixels, as torchvision does),
+# rotate in degrees, the four enhancers as factor - 1, posterize as bits kept, solarize as the
+# threshold in pixel levels 0..255. The order is torchvision's (an op is drawn by its index); the
+# geometric ops sit together, one slice for _apply_ops.
+RAND_AUGMENT_OPS: dict[str, AugmentOp] = {
+    "Identity": AugmentOp(),
+    "ShearX": AugmentOp(0.0, 0.3, True),
+    "ShearY": AugmentOp(0.0, 0.3, True),
+    "TranslateX": AugmentOp(0.0, 150.0 / 331.0, True, per="width"),  # AutoAugment's 150 px at 331
+    "TranslateY": AugmentOp(0.0, 150.0 / 331.0, True, per="height"),
+    "Rotate": AugmentOp(0.0, 30.0, True),
+    "Brightness": AugmentOp(0.0, 0.9, True),
+    "Color": AugmentOp(0.0, 0.9, True),
+    "Contrast": AugmentOp(0.0, 0.9, True),
+    "Sharpness": AugmentOp(0.0, 0.9, True),
+    "Posterize": AugmentOp(8, 4),  # bits: 8 - round(k / ((n - 1) / 4)), see _bin_magnitudes
+    "Solarize": AugmentOp(255.0, 0.0),
+    "AutoContrast": AugmentOp(),
+    "Equalize": AugmentOp(),
+}
+
+# torchvision.transforms.TrivialAugmentWide._augmentation_space: the same ops over the paper's
+# "Wide" augmentation space (arXiv:2103.10129, Sec. 3 and its table of spaces): shear and the
+# enhancers to 0.99, translate a fixed 32 px whatever the image size, rotate to 135 degrees,
+# posterize down to 2 bits.
+TRIVIAL_AUGMENT_OPS: dict[str, AugmentOp] = {
+    "Identity": AugmentOp(),
+    "ShearX": AugmentOp(0.0, 0.99, True),
+    "ShearY": AugmentOp(0.0, 0.99, True),
+    "TranslateX": AugmentOp(0.0, 32.0, True),
+    "TranslateY": AugmentOp(0.0, 32.0, True),
+    "Rotate": AugmentOp(0.0, 135.0, True),
+    "Brightness": AugmentOp(0.0, 0.99, True),
+    "Color": AugmentOp(0.0, 0.99, True),
+    "Contrast": AugmentOp(0.0, 0.99, True),
+    "Sharpness": AugmentOp(0.0, 0.99, True),
+    "Posterize": AugmentOp(8, 2),  # bits: 8 - round(k / ((n - 1) / 6))
+    "Solarize": AugmentOp(255.0, 0.0),
+    "AutoContrast": AugmentOp(),
+    "Equalize": AugmentOp(),
+}
+
+GEOMETRIC_OPS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+# ITU-R 601-2 luma, torchvision's (and PIL's) grayscale for Color and Contrast.
+_LUMA = (0.2989, 0.587, 0.114)
+
+
+def _bin_magnitudes(op: str, spec: AugmentOp, num_bins: int, h: int, w: int) -> torch.Tensor:
+    """(num_bins,) magnitudes of one op, computed as torchvision computes them (float32
+    linspace), so the same bin gives the same number, whole pixels included."""
+    if op == "Posterize":  # rounded to whole bits, ties as torch.round (half to even)
+        span = spec.lo - spec.hi
+        return spec.lo - (torch.arange(num_bins) / ((num_bins - 1) / span)).round()
+    side = {"width": w, "height": h, "": 1}[spec.per]
+    return torch.linspace(spec.lo, spec.hi * side, num_bins)
+
+
+def _inverse_affine(names: list[str], ids: torch.Tensor, m: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(n, 2, 3) matrices for F.affine_grid (align_corners=False), output pixel -> input pixel,
+    one per image, for the geometric op ``names[ids[i]]`` it drew at its magnitude ``m[i]`` (float64,
+    CPU).
+
+    As torchvision's _get_inverse_affine_matrix builds them for F.affine / F.rotate, in pixels
+    about the image centre: shear by atan(m) about the top-left corner (torchvision's
+    RandAugment passes center=[0, 0]), translate by whole pixels, rotate about the centre
+    (counter-clockwise for m > 0)."""
+    n = len(m)
+    zero = torch.zeros(n, dtype=torch.float64)
+    is_op = {name: ids == names.index(name) for name in GEOMETRIC_OPS}  # (n,) bool each
+    # torchvision's shear angle is atan(m) in degrees, then tan of it again: tan_sx = m
+    tan_sx = torch.where(is_op["ShearX"], m, zero)
+    sy = torch.where(is_op["ShearY"], torch.atan(m), zero)
+    tx = torch.where(is_op["TranslateX"], m.trunc(), zero)  # int(magnitude): toward zero
+    ty = torch.where(is_op["TranslateY"], m.trunc(), zero)
+    rot = torch.where(is_op["Rotate"], -torch.deg2rad(m), zero)  # F.rotate passes -angle
+    shear = is_op["ShearX"] | is_op["ShearY"]
+    cx = torch.where(shear, torch.full_like(m, -w / 2), zero)  # centre, relative to the image's
+    cy = torch.where(shear, torch.full_like(m, -h / 2), zero)
+    # rotation-shear block RSS = R(rot) SHy(sy) SHx(sx), det 1; its inverse is [[d, -b], [-c, a]]
+    a = torch.cos(rot - sy) / torch.cos(sy)
+    b = -(a * tan_sx + torch.sin(rot))
+    c = torch.sin(rot - sy) / torch.cos(sy)
+    d = torch.cos(rot) - c * tan_sx
+    m00, m01, m10, m11 = d, -b, -c, a
+    # M^-1 = C RSS^-1 C^-1 T^-1: x_in = RSS^-1 (x_out - c - t) + c
+    m02 = cx - m00 * (cx + tx) - m01 * (cy + ty)
+    m12 = cy - m10 * (cx + tx) - m11 * (cy + ty)
+    # pixels about the centre -> affine_grid's [-1, 1] (x / (w / 2)); align_corners=False puts
+    # pixel i's centre at i + 0.5 - w / 2, the base grid torchvision's _affine_grid uses
+    theta = torch.stack([torch.stack([m00, m01 * h / w, m02 * 2 / w], 1),
+                         torch.stack([m10 * w / h, m11, m12 * 2 / h], 1)], 1)
+    return theta  # (n, 2, 3)
+
+
+def _geometric(p: torch.Tensor, theta: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
+    """One grid_sample for all images (n, 3, H, W) with their own matrices; uncovered pixels 0
+    (black), torchvision's default fill. ``mode``: torchvision's RandAugment and TrivialAugmentWide
+    interpolate NEAREST by default."""
+    grid = F.affine_grid(theta.to(device=p.device, dtype=p.dtype), list(p.shape), align_corners=False)
+    return F.grid_sample(p, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def _per_image(m: torch.Tensor) -> torch.Tensor:
+    return m.view(-1, 1, 1, 1)
+
+
+def _blend(p: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageEnhance rule, torchvision's _blend: factor x image + (1 - factor) x degenerate,
+    clipped to the pixel range."""
+    f = _per_image(factor)
+    return (f * p + (1 - f) * other).clamp(0, 1)
+
+
+def _gray(p: torch.Tensor) -> torch.Tensor:
+    r, g, b = p.unbind(1)
+    return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(1)  # (n, 1, H, W)
+
+
+def _brightness(p: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    return (p * _per_image(1 + m)).clamp(0, 1)  # blend with black
+
+
+def _color(p: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    return _blend(p, _gray(p), 1 + m)  # saturation: blend with the image's grayscale
+
+
+def _contrast(p: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    return _blend(p, _gray(p).mean((1, 2, 3), keepdim=True), 1 + m)  # with its mean gray
+
+
+def _sharpness(p: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Blend with PIL's SMOOTH filter (3x3, 1s around a 5, / 13), the one-pixel border kept as it
+    is (torchvision's adjust_sharpness); images smaller than 3x3 pass unchanged."""
+    if min(p.shape[-2:]) <= 2:
+        return p
+    # The 3x3 box as two running sums of shifted views (a depthwise conv2d is ~10x slower on
+    # the CPU), plus 4 more of the centre: the 1-1-1 / 1-5-1 / 1-1-1 kernel.
+    rows = p[..., :-2, :] + p[..., 1:-1, :] + p[..., 2:, :]  # (n, 3, H - 2, W)
+    box = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]  # (n, 3, H - 2, W - 2)
+    smooth = p.clone()
+    smooth[..., 1:-1, 1:-1] = (box + 4 * p[..., 1:-1, 1:-1]) / 13
+    return _blend(p, smooth, 1 + m)
+
+
+def _levels(p: torch.Tensor) -> torch.Tensor:
+    """Pixel levels 0..255 (uint8), for the ops torchvision defines on uint8 images: rounded,
+    since the loader's values are k / 255 up to float error."""
+    return (p * 255).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _posterize(p: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """Keep the top ``bits`` bits of each uint8 level; 8 bits returns the image as it is."""
+    keep = bits.to(torch.int32).view(-1, 1, 1, 1)
+    mask = ((1 << keep) - 1) << (8 - keep)  # (n, 1, 1, 1), e.g. 4 bits -> 0b11110000
+    out = (_levels(p).to(torch.int32) & mask).to(p.dtype) / 255
+    return torch.where(keep >= 8, p, out)
+
+
+def _solarize(p: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """Invert every level >= threshold (in 0..255). 1e-3 of a level absorbs the float error of
+    un-normalising (~1e-5 levels), so k / 255 counts as level k."""
+    return torch.where(p * 255 >= _per_image(threshold) - 1e-3, 1 - p, p)
+
+
+def _autocontrast(p: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Stretch each image's each channel from [min, max] to [0, 1]; a flat channel is kept."""
+    lo, hi = p.amin((2, 3), keepdim=True), p.amax((2, 3), keepdim=True)  # (n, 3, 1, 1)
+    flat = hi <= lo
+    scale = torch.where(flat, torch.ones_like(hi), hi - lo)
+    return torch.where(flat, p, ((p - lo) / scale).clamp(0, 1))
+
+
+def _equalize(p: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Histogram equalisation of each image's each channel on uint8 levels, PIL's
+    ImageOps.equalize rule (torchvision's): step = (pixels not at the top level) // 255,
+    lut[k] = (step // 2 + pixels below level k) // step; step 0 (one level, or almost) keeps
+    the channel. All histograms at once: one bincount over level + 256 x (image, channel)."""
+    n, c, h, w = p.shape
+    q = _levels(p).long().flatten(2)  # (n, 3, HW)
+    offset = (torch.arange(n * c, device=p.device) * 256).view(n, c, 1)
+    hist = torch.bincount((q + offset).flatten(), minlength=n * c * 256).view(n, c, 256)
+    top = hist.gather(2, q.amax(2, keepdim=True))  # (n, 3, 1): pixels at the highest level
+    step = (h * w - top) // 255
+    below = hist.cumsum(2) - hist  # pixels below level k
+    lut = ((below + step // 2) // step.clamp(min=1)).clamp(0, 255)  # (n, 3, 256)
+    out = lut.gather(2, q).view(n, c, h, w).to(p.dtype) / 255
+    return torch.where((step > 0).unsqueeze(-1), out, p)
+
+
+# Colour and histogram ops, each (images (n, 3, H, W) in [0, 1], magnitudes (n,)) -> images.
+_COLOUR_OPS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "Brightness": _brightness, "Color": _color, "Contrast": _contrast, "Sharpness": _sharpness,
+    "Posterize": _posterize, "Solarize": _solarize, "AutoContrast": _autocontrast, "Equalize": _equalize,
+}
+
+
+def _apply_ops(p: torch.Tensor, ops: dict[str, AugmentOp], op_ids: torch.Tensor,
+               mags: torch.Tensor) -> torch.Tensor:
+    """One round: image i gets op ``op_ids[i]`` (CPU, (B,)) at magnitude ``mags[i]`` (CPU).
+
+    The batch is sorted by op, so each op's images are one slice of one index tensor: each op
+    runs once on just its own images (index_select), all the geometric ops in one grid_sample,
+    and nothing waits on the device (the draws and slice bounds live on the CPU; two small copies
+    to the device per round). Computing every op on the whole batch and picking with masks would cost ~14x
+    the work for the same result."""
+    names = list(ops)
+    h, w = p.shape[-2:]
+    order = torch.argsort(op_ids, stable=True)  # (B,) image indices, grouped by op
+    ends = torch.bincount(op_ids, minlength=len(names)).cumsum(0).tolist()
+    span = {name: slice(ends[k - 1] if k else 0, ends[k]) for k, name in enumerate(names)}
+    order_dev = order.to(p.device)
+    mags_dev = mags[order].to(device=p.device, dtype=p.dtype)
+    out = p.clone()
+    geometric = [span[name] for name in GEOMETRIC_OPS if name in span]  # adjacent ids: one slice
+    if geometric and geometric[-1].stop > geometric[0].start:
+        rows = slice(geometric[0].start, geometric[-1].stop)
+        theta = _inverse_affine(names, op_ids[order[rows]], mags[order[rows]].double(), h, w)
+        out[order_dev[rows]] = _geometric(p.index_select(0, order_dev[rows]), theta)
+    for name, fn in _COLOUR_OPS.items():
+        rows = span.get(name, slice(0, 0))
+        if rows.stop > rows.start:
+            out[order_dev[rows]] = fn(p.index_select(0, order_dev[rows]), mags_dev[rows])
+    return out
+
+
+def _draw_magnitudes(ops: dict[str, AugmentOp], op_ids: torch.Tensor, bins: torch.Tensor,
+                     g: torch.Generator, num_bins: int, h: int, w: int) -> torch.Tensor:
+    """(B,) magnitudes for op ``op_ids[i]`` at bin ``bins[i]``, with a random sign per image for
+    the signed ops (torchvision: a fair coin per op applied)."""
+    table = torch.stack([_bin_magnitudes(name, spec, num_bins, h, w).float() for name, spec in ops.items()])
+    signed = torch.tensor([spec.signed for spec in ops.values()])
+    flip = (torch.randint(2, op_ids.shape, generator=g) == 1) & signed[op_ids]
+    m = table[op_ids, bins]
+    return torch.where(flip, -m, m)
+
+
+def _policy(ops: dict[str, AugmentOp], num_ops: int, num_bins: int,
+            magnitude: int | None) -> BatchTransform:
+    """Each image draws ``num_ops`` ops uniformly from ``ops``, each at bin ``magnitude``, or,
+    if None, at a bin drawn uniformly per op (TrivialAugment); ops applied in the order drawn."""
+    present = [k for k, name in enumerate(ops) if name in GEOMETRIC_OPS]
+    if present and present != list(range(present[0], present[-1] + 1)):  # _apply_ops's one slice
+        raise ValueError(f"the geometric ops must be adjacent in the op table, got {list(ops)}")
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def transform(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        b, _, h, w = x.shape
+        # All draws on the CPU from g, B x num_ops numbers each: no device syncs, and a replay
+        # gives the same ops on any device.
+        op_ids = torch.randint(len(ops), (num_ops, b), generator=g)
+        if magnitude is None:
+            bins = torch.randint(num_bins, (num_ops, b), generator=g)
+        else:
+            bins = torch.full((num_ops, b), magnitude)
+        s, mu = std.to(x.device, x.dtype), mean.to(x.device, x.dtype)
+        p0 = (x * s + mu).clamp(0, 1)  # (B, 3, H, W) pixel values, as torchvision's [0, 1]
+        p = p0
+        for r in range(num_ops):
+            mags = _draw_magnitudes(ops, op_ids[r], bins[r], g, num_bins, h, w)
+            p = _apply_ops(p, ops, op_ids[r], mags)
+        # Normalised again as a change to x: an image that drew only Identity (or ops that left
+        # it as it was) comes back bit for bit.
+        return x + (p - p0) / s, y
+
+    return transform
+
+
+def _check_bins(num_magnitude_bins: int) -> None:
+    if not (isinstance(num_magnitude_bins, int) and num_magnitude_bins >= 2):
+        raise ValueError(f"num_magnitude_bins must be an integer >= 2 (torchvision's default: 31), "
+                         f"got {num_magnitude_bins}")
+
+
+def rand_augment(num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31) -> BatchTransform:
+    """RandAugment (arXiv:1909.13719, Sec. 3): each image draws ``num_ops`` ops uniformly from
+    RAND_AUGMENT_OPS (with replacement) and applies them in turn, all at bin ``magnitude`` of
+    ``num_magnitude_bins`` (torchvision's defaults N=2, M=9 of bins 0..30), a random sign per
+    image and op for the signed ones. Scale: torchvision puts each op's maximum at bin 30, so
+    M=9 is 0.3 of it. The paper's Sec. 3 describes an integer scale 0..10 with 10 the maximum
+    (its studies plot M up to 30), and timm reads M out of 10: timm's "rand-m9" strength is
+    ``rand_augment(2, 27)`` here.
+    Labels are returned unchanged. x is expected normalised with IMAGENET_MEAN / IMAGENET_STD.
+
+    Deviations from torchvision's per-image transform, all within a pixel level per op: the
+    ops run on float pixels, so there is no truncation to uint8 between ops (torchvision's
+    blends truncate, its grayscale floors); Posterize and Equalize round to uint8 levels first.
+    """
+    _check_bins(num_magnitude_bins)
+    if not (isinstance(num_ops, int) and num_ops >= 0):
+        raise ValueError(f"num_ops must be an integer >= 0, got {num_ops}")
+    if not (isinstance(magnitude, int) and 0 <= magnitude < num_magnitude_bins):
+        raise ValueError(f"magnitude must be an integer bin in [0, {num_magnitude_bins - 1}] "
+                         f"(num_magnitude_bins={num_magnitude_bins}), got {magnitude}")
+    return _policy(RAND_AUGMENT_OPS, num_ops, num_magnitude_bins, magnitude)
+
+
+def trivial_augment(num_magnitude_bins: int = 31) -> BatchTransform:
+    """TrivialAugment (arXiv:2103.10129, Sec. 3, Algorithm 1): each image draws one op uniformly
+    from TRIVIAL_AUGMENT_OPS and one magnitude bin uniformly from ``num_magnitude_bins``, the
+    "wide" ranges (torchvision's TrivialAugmentWide); a random sign for the signed ops. Labels
+    are returned unchanged; the same deviations as rand_augment."""
+    _check_bins(num_magnitude_bins)
+    return _policy(TRIVIAL_AUGMENT_OPS, 1, num_magnitude_bins, None)

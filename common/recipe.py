@@ -29,6 +29,8 @@ SWITCHES: dict[str, Any] = {
     "RUNS_DIR": "",  # logs, plots, checkpoints: RUNS_DIR/<model>/<timestamp>/ ('' = runs/ in this repository)
     "RESUME": "",  # a checkpoint (last.pt) to continue from
     "RECIPE": "",  # a named recipe of the train.py's RECIPES ('' = the constants as written)
+    "SEEDS": 1,  # train this many times, with SEED, SEED + 1, ... (a run folder each; mean +- std in common.compare)
+    "PRETRAINED": False,  # start from torchvision's ImageNet weights of the same network (downloaded once)
     # --- evaluation protocol (the usual one; a train.py may set its paper's)
     "EVAL_CROP": 0.875,  # evaluation centre crop as a fraction of the short side (224/256)
     "EVAL_VIEWS": "center",  # after the last epoch also: flip, 5crop, 10crop (softmax averaged)
@@ -95,6 +97,7 @@ RULES: Rules = {
     "EMA_DECAY": (lambda v: 0 <= v < 1, "0 (off) or in (0, 1), e.g. 0.999"),
     "AMP": (lambda v: v in ("bf16", "fp16", "off"), "bf16, fp16 or off"),
     "DECODE_WORKERS": (lambda v: v >= 0, "0 (one per core) or more"),
+    "SEEDS": (lambda v: v >= 1, "at least 1 run"),
 }
 
 

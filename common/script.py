@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from common import checkpoint as ckpt_lib
 from common import config as config_lib
-from common import recipe, system
+from common import pretrained, recipe, system
 from common.cache import ImageSet, build_cache, check_class_folders, typical_short_side
 from common.checkpoint import TrainingError
 from common.datasets import DATA_ROOT, DataError, prepare_dataset
@@ -31,25 +31,29 @@ from common.trainer import fit
 
 BuildModel = Callable[[dict[str, Any], int], nn.Module]
 BatchTransforms = Callable[[dict[str, Any], ImageSet], Sequence[BatchTransform]]
+Torchvision = tuple[pretrained.Table, pretrained.Rename]  # a model.py's TORCHVISION, from_torchvision
 
 
 def main(module: ModuleType, build_model: BuildModel, argv: list[str] | None = None, *,
          rules: recipe.Rules | None = None, param_options: ParamOptions | None = None,
-         batch_transforms: BatchTransforms | None = None, name: str | None = None) -> dict[str, Any] | None:
+         batch_transforms: BatchTransforms | None = None, name: str | None = None,
+         torchvision: Torchvision | None = None) -> dict[str, Any] | None:
     """Entry point of a train.py.
 
     ``build_model(cfg, num_classes)`` builds the network; ``rules`` adds the model's own checks
     (e.g. the smallest IMAGE_DIM its downsampling allows); ``param_options`` and
     ``batch_transforms(cfg, train_set)`` are the seams of common.optim and common.augment (the
-    training set gives its class count, and statistics such as AlexNet's PCA lighting's).
+    training set gives its class count, and statistics such as AlexNet's PCA lighting's);
+    ``torchvision`` is the model.py's (TORCHVISION, from_torchvision), for PRETRAINED=True.
+    Returns the summary of the last run (of SEEDS runs).
     """
     argv = sys.argv[1:] if argv is None else argv
     prog = os.path.relpath(module.__file__) if module.__file__ else "train.py"
     try:
         cfg, ckpt = configure(module, argv, {**recipe.RULES, **(rules or {})}, prog)
-        check_before_data(cfg, build_model, ckpt)
+        check_before_data(cfg, build_model, ckpt, torchvision)
         return run(cfg, build_model, ckpt, name=name or str(cfg.get("ARCH", Path(prog).parent.name)),
-                   param_options=param_options, batch_transforms=batch_transforms)
+                   param_options=param_options, batch_transforms=batch_transforms, torchvision=torchvision)
     except config_lib.ConfigError as e:
         print(f"error (bad constant): {e}", file=sys.stderr)
         sys.exit(2)
@@ -84,11 +88,16 @@ def configure(module: ModuleType, argv: Sequence[str], rules: recipe.Rules,
         cfg = ckpt_lib.resume_config(cfg, given, ckpt)
     cfg = recipe.complete(cfg, prog)  # the choices made may need more constants
     config_lib.check(cfg, rules)
+    if cfg["SEEDS"] > 1 and cfg["RESUME"]:
+        raise config_lib.ConfigError(f"SEEDS={cfg['SEEDS']} with RESUME: a checkpoint continues one run; "
+                                     f"resume each seed's run folder on its own (SEEDS=1)")
     return cfg, ckpt
 
 
-def check_before_data(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[str, Any] | None) -> None:
-    """On the meta device (no memory, no compute): the input sizes, and a checkpoint's network."""
+def check_before_data(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[str, Any] | None,
+                      torchvision: Torchvision | None = None) -> None:
+    """On the meta device (no memory, no compute): the input sizes, a checkpoint's network, and
+    that torchvision's weights fit (PRETRAINED)."""
     # The class count does not change which input sizes a network takes; a checkpoint's does
     # change its last layer, so it is compared with the count it was trained on.
     num_classes = ckpt.get("num_classes", 10) if ckpt else 10
@@ -96,6 +105,12 @@ def check_before_data(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[s
         model = build_model(cfg, num_classes).eval()
     if ckpt is not None:
         ckpt_lib.check_same_model(ckpt, model, cfg, recipe.LOOP_KEYS, cfg["RESUME"])
+    if cfg["PRETRAINED"] and not ckpt:  # a resumed run has its weights already
+        if torchvision is None:
+            raise config_lib.ConfigError("PRETRAINED=True: torchvision has no ImageNet weights for this "
+                                         "file's models; set PRETRAINED=False")
+        with torch.device("meta"):  # the classifier at ImageNet's size, as the weights have it
+            pretrained.check(cfg, build_model(cfg, pretrained.IMAGENET_CLASSES), *torchvision)
     for dim_name in ("IMAGE_DIM", "EVAL_IMAGE_DIM"):
         for scale in (1.0,) if dim_name == "IMAGE_DIM" else tuple(cfg["EVAL_SCALES"]):
             dim = round((cfg[dim_name] or cfg["IMAGE_DIM"]) * scale)
@@ -109,9 +124,10 @@ def check_before_data(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[s
 
 
 def run(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[str, Any] | None = None, *, name: str,
-        param_options: ParamOptions | None = None,
-        batch_transforms: BatchTransforms | None = None) -> dict[str, Any]:
-    """Prepare the data the constants name, build the model, train it; returns fit's summary."""
+        param_options: ParamOptions | None = None, batch_transforms: BatchTransforms | None = None,
+        torchvision: Torchvision | None = None) -> dict[str, Any]:
+    """Prepare the data the constants name, then build and train the model SEEDS times (SEED,
+    SEED + 1, ..., each in its own run folder); returns the last run's summary."""
     rank, _, _ = system.dist_env()
     system.setup_logging(rank)
     # Every rank prepares the data before the process group exists: file locks let one process
@@ -121,14 +137,37 @@ def run(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[str, Any] | Non
     if ckpt is not None and ckpt.get("num_classes", train_set.num_classes) != train_set.num_classes:
         raise config_lib.ConfigError(f"RESUME={cfg['RESUME']} was trained on {ckpt['num_classes']} classes, "
                                      f"this dataset has {train_set.num_classes}: resume on the same data.")
-    torch.manual_seed(cfg["SEED"])  # the same initial weights on every rank and every run
-    model = build_model(cfg, train_set.num_classes)
-    transforms = batch_transforms(cfg, train_set) if batch_transforms else ()
     try:
-        return fit(model, train_set, val_set, cfg, name=name, param_options=param_options,
-                   batch_transforms=transforms)
+        for i in range(cfg["SEEDS"]):
+            # The fastai leaderboard's protocol: the mean of several runs, which differ by about
+            # +-1 % on 3,925 validation images. common.compare pools them (they differ in SEED).
+            seed_cfg = {**cfg, "SEED": cfg["SEED"] + i}
+            if cfg["SEEDS"] > 1:
+                print(f"seed {seed_cfg['SEED']} ({i + 1} of {cfg['SEEDS']})", flush=True)
+            summary = _train_once(seed_cfg, build_model, train_set, val_set, name, param_options,
+                                  batch_transforms, torchvision if not ckpt else None)
+            if summary.get("interrupted"):
+                break  # a stop request ends the whole series, not just this seed
+        return summary
     finally:
         system.close_distributed()
+
+
+def _train_once(cfg: dict[str, Any], build_model: BuildModel, train_set: ImageSet, val_set: ImageSet,
+                name: str, param_options: ParamOptions | None, batch_transforms: BatchTransforms | None,
+                torchvision: Torchvision | None) -> dict[str, Any]:
+    """One seed: the model (from torchvision's weights if PRETRAINED), its transforms, fit."""
+    torch.manual_seed(cfg["SEED"])  # the same initial weights on every rank and every run
+    model = build_model(cfg, train_set.num_classes)
+    if cfg["PRETRAINED"] and torchvision is not None:
+        kept = pretrained.load_torchvision(model, cfg, *torchvision)
+        if system.dist_env()[0] == 0:
+            print(f"PRETRAINED: torchvision's ImageNet weights loaded"
+                  + (f"; {', '.join(kept)} kept at their own initialisation ({train_set.num_classes} "
+                     f"classes, not 1,000)" if kept else ""), flush=True)
+    transforms = batch_transforms(cfg, train_set) if batch_transforms else ()
+    return fit(model, train_set, val_set, cfg, name=name, param_options=param_options,
+               batch_transforms=transforms)
 
 
 def cache_dim(cfg: dict[str, Any], source_side: int) -> int:

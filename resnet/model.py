@@ -348,3 +348,21 @@ MODELS: dict[str, Callable[..., ResNet]] = {
     "plain18": plain18,
     "plain34": plain34,
 }
+
+# --- torchvision's ImageNet weights (PRETRAINED=True in train.py; common/pretrained.py).
+# torchvision's ResNets have our names and shapes (option B shortcuts, WIDTH 64). Its bottleneck
+# nets are "ResNet v1.5" (stride on the 3x3), so their weights need STRIDE_IN_1X1=False: with the
+# paper's placement the same tensors would compute another function. The plain nets have no
+# torchvision counterpart.
+TORCHVISION: dict[str, str | tuple[str, dict]] = {
+    "resnet18": ("resnet18", {"SHORTCUT": "B"}),
+    "resnet34": ("resnet34", {"SHORTCUT": "B"}),
+    **{f"resnet{d}": (f"resnet{d}", {"SHORTCUT": "B", "STRIDE_IN_1X1": False}) for d in (50, 101, 152)},
+}
+
+
+def from_torchvision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision's ResNet state_dict -> ours: the same names (conv1, bn1, layerN.i.conv1, ...,
+    fc) but for the projection shortcut, torchvision's ``downsample``."""
+    return {k.replace(".downsample.", ".shortcut."): v for k, v in state.items()}
+

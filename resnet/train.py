@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from any folder, no PYTHONPATH
 
 from common import script  # noqa: E402
-from resnet.model import MODELS  # noqa: E402
+from resnet.model import MODELS, TORCHVISION, from_torchvision  # noqa: E402
 
 # --- data
 DATASET = "imagenette"  # imagenette or imagewoof
@@ -88,7 +88,8 @@ RULES = {
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    return script.main(sys.modules[__name__], build_model, argv, rules=RULES)
+    return script.main(sys.modules[__name__], build_model, argv, rules=RULES,
+                       torchvision=(TORCHVISION, from_torchvision))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Tests of common/augment.py: mixup, cutmix, random erasing as loader extras with soft targets.
+"""Tests of common/augment.py: mixup, cutmix, random erasing as loader extras with soft targets;
+RandAugment and TrivialAugment op by op against torchvision.
 
 Batches are built so that their pixels say what they are (image i is the constant i + 1), so a
 test can read back from the output how much of each image, and whose, each sample holds.
@@ -10,10 +11,15 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torchvision.transforms import InterpolationMode, RandAugment, TrivialAugmentWide
+from torchvision.transforms.v2 import functional as TF
 
-from common.augment import cutmix, mixup, mixup_or_cutmix, random_erasing, soft_targets
+from common.augment import (GEOMETRIC_OPS, RAND_AUGMENT_OPS, TRIVIAL_AUGMENT_OPS, _apply_ops, _bin_magnitudes,
+                            _geometric, _inverse_affine, _policy, cutmix, mixup, mixup_or_cutmix, rand_augment,
+                            random_erasing, soft_targets, trivial_augment)
 from common.cache import ImageSet
-from common.loader import BatchLoader, BatchTransform
+from common.loader import IMAGENET_MEAN, IMAGENET_STD, BatchLoader, BatchTransform
 
 C = 10  # classes
 
@@ -193,3 +199,172 @@ def test_loader_with_mixup_yields_soft_targets_and_replays_exactly() -> None:
         other = loader()
         other.set_epoch(3)
         assert not torch.equal(next(iter(other))[1], first[0][1])  # another epoch, other mixing
+
+
+# ---------------------------------------------------------------------------------------------
+# RandAugment and TrivialAugment: each op against torchvision's, per image draws, replay
+# ---------------------------------------------------------------------------------------------
+
+TABLES = {"rand": (RAND_AUGMENT_OPS, RandAugment()._augmentation_space),
+          "trivial": (TRIVIAL_AUGMENT_OPS, lambda n, size: TrivialAugmentWide()._augmentation_space(n))}
+H, W = 20, 26  # not square: a mixed-up height and width shows
+
+
+def photo_like(b: int = 4, h: int = H, w: int = W) -> torch.Tensor:
+    """(b, 3, h, w) uint8: smooth gradients of low contrast plus noise, each image its own, so
+    autocontrast and equalize have work to do and geometric ops move structure."""
+    g = gen(7)
+    rows = torch.linspace(0, 1, h).view(1, 1, h, 1)
+    cols = torch.linspace(0, 1, w).view(1, 1, 1, w)
+    tilt = torch.rand(b, 3, 1, 1, generator=g)
+    base = 40 + 120 * (tilt * rows + (1 - tilt) * cols) + 30 * torch.rand(b, 3, 1, 1, generator=g)
+    return (base + 25 * torch.rand(b, 3, h, w, generator=g)).round().clamp(0, 255).to(torch.uint8)
+
+
+def tv_op(img: torch.Tensor, name: str, m: float, mode: InterpolationMode = InterpolationMode.NEAREST) -> torch.Tensor:
+    """The op as torchvision's RandAugment / TrivialAugmentWide apply it (transforms.autoaugment
+    ._apply_op), through torchvision.transforms.v2.functional."""
+    if name in ("ShearX", "ShearY"):
+        shear = [math.degrees(math.atan(m)), 0.0] if name == "ShearX" else [0.0, math.degrees(math.atan(m))]
+        return TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=shear, interpolation=mode,
+                         center=[0, 0])
+    if name in ("TranslateX", "TranslateY"):
+        t = [int(m), 0] if name == "TranslateX" else [0, int(m)]
+        return TF.affine(img, angle=0.0, translate=t, scale=1.0, shear=[0.0, 0.0], interpolation=mode)
+    ops = {"Identity": lambda: img, "Rotate": lambda: TF.rotate(img, m, interpolation=mode),
+           "Brightness": lambda: TF.adjust_brightness(img, 1 + m), "Color": lambda: TF.adjust_saturation(img, 1 + m),
+           "Contrast": lambda: TF.adjust_contrast(img, 1 + m), "Sharpness": lambda: TF.adjust_sharpness(img, 1 + m),
+           "Posterize": lambda: TF.posterize(img, int(m)), "AutoContrast": lambda: TF.autocontrast(img),
+           "Solarize": lambda: TF.solarize(img, m if img.dtype == torch.uint8 else m / 255),
+           "Equalize": lambda: TF.equalize(img)}
+    return ops[name]()
+
+
+def test_op_tables_are_torchvisions() -> None:
+    # _augmentation_space is torchvision's private table: if it moves, torchvision changed its ops
+    for table, tv_space in TABLES.values():
+        space = tv_space(31, (H, W))
+        assert list(table) == list(space)
+        for name, spec in table.items():
+            mags, signed = space[name]
+            assert spec.signed == signed, name
+            if mags.ndim:  # ops with magnitudes: the same numbers, bin for bin
+                assert torch.equal(_bin_magnitudes(name, spec, 31, H, W), mags.float()), name
+    assert list(TRIVIAL_AUGMENT_OPS)[1:6] == list(GEOMETRIC_OPS)
+
+
+def op_cases() -> list[tuple[str, str]]:
+    return [(t, name) for t in TABLES for name in TABLES[t][0]]
+
+
+@pytest.mark.parametrize("table_name,name", op_cases())
+def test_each_op_matches_torchvision(table_name: str, name: str) -> None:
+    """Eight images, each at its own magnitude (bins 0, 9, 20, 30, each sign for signed ops) in
+    one call, each against torchvision's op on that image alone."""
+    table = TABLES[table_name][0]
+    bins = _bin_magnitudes(name, table[name], 31, H, W)[[0, 9, 20, 30]]
+    mags = torch.cat([bins, -bins if table[name].signed else bins])  # (8,)
+    u8 = photo_like(8)
+    ids = torch.full((8,), list(table).index(name))
+    ours = _apply_ops(u8.float() / 255, table, ids, mags) * 255
+    ref = torch.stack([tv_op(img, name, float(m)) for img, m in zip(u8, mags)]).float()
+    if name in GEOMETRIC_OPS:
+        # NEAREST, as torchvision's policies: the same pixel except where a sample point lies on
+        # a half-pixel tie (shear 0.2 about the corner: every other row), which float rounding
+        # of the two grids may break either way.
+        theta = _inverse_affine(list(table), ids, mags.double(), H, W)
+        grid = F.affine_grid(theta.float(), [8, 3, H, W], align_corners=False)
+        src = (grid + 1) * torch.tensor([W, H]) / 2 - 0.5  # sample points, in input pixels
+        tie = ((src - src.floor() - 0.5).abs() < 1e-3).any(-1).unsqueeze(1).expand_as(ours)  # (8, 3, H, W)
+        assert torch.equal(ours[~tie], ref[~tie])
+        # the exact check of the matrices: bilinear, on floats, against torchvision's
+        smooth = _geometric(u8.float() / 255, theta, mode="bilinear")
+        ref_f = torch.stack([tv_op(img.float() / 255, name, float(m), InterpolationMode.BILINEAR)
+                             for img, m in zip(u8, mags)])
+        assert torch.allclose(smooth, ref_f, atol=1e-4)
+    elif name in ("Identity", "Posterize", "Solarize", "Equalize"):
+        assert torch.equal(ours.round(), ref)  # uint8 ops on uint8 levels: exact
+        assert (ours - ours.round()).abs().max() < 1e-3
+    else:
+        # torchvision's uint8 path truncates each result to a whole level: ours - ref in [0, 1).
+        # Color / Contrast also floor the gray, Sharpness rounds the smoothed image, an error
+        # in (-1, 1), resp. [-0.5, 0.5], weighted by 1 - factor in (-1, 1): ours - ref in (-1, 2).
+        # On float input torchvision computes what we do, to float error.
+        lo, hi = (0, 1) if name in ("Brightness", "AutoContrast") else (-1, 2)
+        diff = ours - ref
+        assert diff.min() > lo - 1e-3 and diff.max() < hi + 1e-3
+        ref_f = torch.stack([tv_op(img.float() / 255, name, float(m)) for img, m in zip(u8, mags)])
+        assert torch.allclose(ours / 255, ref_f, atol=1e-5)
+
+
+def normalise(u8: torch.Tensor) -> torch.Tensor:
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (u8.float() / 255 - mean) / std
+
+
+def augmenters() -> dict[str, BatchTransform]:
+    return {"rand_augment": rand_augment(), "trivial_augment": trivial_augment()}
+
+
+def test_policies_keep_shape_dtype_labels_and_replay() -> None:
+    x, y = normalise(photo_like(16)), torch.arange(16) % C
+    for name, transform in augmenters().items():
+        x_in = x.clone()
+        a, b, c = (transform(x, y, gen(s)) for s in (1, 1, 2))
+        assert a[0].shape == x.shape and a[0].dtype == x.dtype and a[1] is y, name
+        assert torch.equal(x, x_in), name  # the input is not modified
+        assert torch.equal(a[0], b[0]), name  # the same seed replays bit for bit
+        assert not torch.equal(a[0], c[0]), name
+        # in pixel range: within the normalised images of black and white
+        lo, hi = normalise(torch.zeros(1, 3, 1, 1)), normalise(torch.full((1, 3, 1, 1), 255))
+        assert bool((a[0] >= lo - 1e-5).all() and (a[0] <= hi + 1e-5).all()), name
+
+
+def test_each_image_draws_its_own_ops() -> None:
+    x = normalise(photo_like(1).expand(32, -1, -1, -1))  # 32 copies of one image
+    y = torch.zeros(32, dtype=torch.long)
+    for name, transform in augmenters().items():
+        out = transform(x, y, gen(0))[0].flatten(1)
+        distinct = len({tuple(row.tolist()) for row in out})
+        # RandAugment: 14 x 14 op pairs x signs; TrivialAugment: 14 ops x 31 bins x signs
+        assert distinct >= 16, (name, distinct)
+
+
+def test_identity_ops_at_magnitude_zero_return_the_input_exactly() -> None:
+    identity_ish = {n: RAND_AUGMENT_OPS[n] for n in ("Identity", *GEOMETRIC_OPS, "Brightness", "Color",
+                                                       "Contrast", "Sharpness", "Posterize")}  # Posterize: 8 bits
+    x, y = normalise(photo_like(16)), torch.arange(16) % C
+    assert torch.equal(_policy(identity_ish, 3, 31, 0)(x, y, gen(0))[0], x)
+    assert torch.equal(rand_augment(num_ops=0)(x, y, gen(0))[0], x)
+
+
+def test_bad_policy_arguments_refused() -> None:
+    for make in (lambda: rand_augment(num_ops=-1), lambda: rand_augment(magnitude=31),
+                 lambda: rand_augment(magnitude=-1), lambda: trivial_augment(num_magnitude_bins=1)):
+        with pytest.raises(ValueError):
+            make()
+
+
+def test_policies_in_the_loader_replay_exactly() -> None:
+    data = tiny_set()
+    for extra in augmenters().values():
+        def loader() -> BatchLoader:
+            fresh = BatchLoader(data, 8, train=True, image_dim=12, seed=3, extras=[extra])
+            fresh.set_epoch(1)
+            return fresh
+
+        first = list(loader())
+        assert all(torch.equal(x, xa) for (x, _), (xa, _) in zip(first, list(loader())))
+        resumed = list(loader().iterate(start_step=1))
+        assert all(torch.equal(x, xa) for (x, _), (xa, _) in zip(first[1:], resumed))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_policies_on_cuda_match_the_cpu() -> None:
+    x, y = normalise(photo_like(16)), torch.arange(16) % C
+    for name, transform in augmenters().items():
+        cpu = transform(x, y, gen(5))[0]
+        out, y_out = transform(x.cuda(), y.cuda(), gen(5))
+        assert out.device.type == "cuda" and out.dtype == x.dtype and torch.equal(y_out.cpu(), y), name
+        # the draws are on the CPU: the same ops; values agree but for rare nearest-neighbour ties
+        assert ((out.cpu() - cpu).abs() < 1e-4).float().mean() > 0.99, name

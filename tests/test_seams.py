@@ -152,3 +152,46 @@ def test_evaluate_views_average_probabilities() -> None:
     a = trainer.evaluate(model, plain, ctx)
     b = trainer.evaluate(model, flips, ctx, views=True)  # a mirror has the same mean colour
     assert a["top1"] == b["top1"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+
+
+def test_seeds_repeat_the_run_in_folders_of_their_own(tiny_imagenette: Path, tmp_path: Path) -> None:
+    """SEEDS=2: two runs, SEED 0 and 1, each its own folder with its own weights; the data is
+    decoded once. SEEDS with RESUME is refused (a checkpoint continues one run)."""
+    import json
+    args = [f"--DATA_PATH={tiny_imagenette}", f"--DATA_DIR={tmp_path / 'data'}", f"--RUNS_DIR={tmp_path / 'runs'}",
+            "--RECIPE=tiny", "--NUM_EPOCHS=1", "--DEVICE=cpu", "--DECODE_WORKERS=1", "--SEEDS=2", "--SEED=5"]
+    last = resnet_train.main(args)
+    runs = sorted((tmp_path / "runs" / "resnet18").iterdir())
+    assert len(runs) == 2 and Path(last["run_dir"]) in runs
+    seeds = sorted(json.loads((r / "config.json").read_text())["constants"]["SEED"] for r in runs)
+    assert seeds == [5, 6]
+    a, b = (torch.load(r / "last.pt", weights_only=True)["model"]["conv1.weight"] for r in runs)
+    assert not torch.equal(a, b)
+    with pytest.raises(SystemExit) as exit_:
+        resnet_train.main([*args, f"--RESUME={runs[0] / 'last.pt'}"])
+    assert exit_.value.code == 2
+
+
+def test_pretrained_through_train_py_from_torchs_cache(tiny_imagenette: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """PRETRAINED=True end to end, offline: the weights file in torch's cache (torchvision's
+    resnet18 with weights of our own) becomes the run's starting point, all but the new head."""
+    import torchvision
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    tv = torchvision.models.resnet18(weights=None)
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / torchvision.models.ResNet18_Weights.DEFAULT.url.rsplit("/", 1)[-1]
+    cached.parent.mkdir(parents=True)
+    torch.save(tv.state_dict(), cached)
+    seen = {}
+    real_fit = script.fit
+
+    def spy(model, *a, **k):  # the model fit receives, before its first step
+        seen["conv1"] = model.conv1.weight.detach().clone()
+        return real_fit(model, *a, **k)
+
+    monkeypatch.setattr(script, "fit", spy)
+    resnet_train.main([f"--DATA_PATH={tiny_imagenette}", f"--DATA_DIR={tmp_path / 'data'}",
+                       f"--RUNS_DIR={tmp_path / 'runs'}", "--RECIPE=tiny", "--WIDTH=64", "--NUM_EPOCHS=1",
+                       "--DEVICE=cpu", "--DECODE_WORKERS=1", "--PRETRAINED=True"])
+    assert torch.equal(seen["conv1"], tv.conv1.weight)
+    assert "fc.weight, fc.bias kept at their own initialisation (10 classes" in capsys.readouterr().out

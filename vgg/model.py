@@ -324,3 +324,29 @@ MODELS: dict[str, Callable[..., VGG]] = {
 # Table 1's column of each builder (for train.py's INIT_FROM check and the tests).
 CONFIG_OF = {"vgg11": "A", "vgg11_lrn": "A-LRN", "vgg13": "B", "vgg16_1x1": "C", "vgg16": "D", "vgg19": "E",
              "vgg11_bn": "A", "vgg13_bn": "B", "vgg16_bn": "D", "vgg19_bn": "E"}
+
+# --- torchvision's ImageNet weights (PRETRAINED=True in train.py; common/pretrained.py).
+# torchvision's VGGs (A, B, D, E and their BN variants; no A-LRN, no C) hold our layers in the
+# same order, numbered (features.0, classifier.0) where we name them (features.conv1_1,
+# classifier.fc6). With batch norm torchvision's convs keep a bias, which ours drop (BN's beta
+# does its work): it is folded into BN's running mean, BN(conv(x) + b) = BN'(conv(x)) with
+# mean' = mean - b, exact at evaluation; in training BN subtracts the batch mean, so b never
+# mattered there either.
+TORCHVISION: dict[str, str | tuple[str, dict]] = {
+    name: name for name, config in CONFIG_OF.items() if config in ("A", "B", "D", "E")}
+_CONFIG_OF_CONVS = {8: "A", 10: "B", 13: "D", 16: "E"}  # conv layers per column of Table 1
+
+
+def from_torchvision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision's VGG state_dict (configuration read from its layers) -> ours."""
+    state = dict(state)
+    convs = [k[: -len(".weight")] for k, v in state.items() if k.startswith("features.") and v.ndim == 4]
+    batch_norm = any(k.endswith("running_mean") for k in state)
+    if batch_norm:
+        for conv in convs:  # each conv's BN is the next module: features.i -> features.(i+1)
+            i = int(conv.split(".")[1])
+            state[f"features.{i + 1}.running_mean"] = state[f"features.{i + 1}.running_mean"] - state.pop(f"{conv}.bias")
+    with torch.device("meta"):
+        ours = _vgg(_CONFIG_OF_CONVS[len(convs)], 1000, batch_norm=batch_norm)
+    return dict(zip(ours.state_dict(), state.values()))  # same order, our names
+

@@ -24,7 +24,7 @@ from common import script  # noqa: E402
 from common.config import ConfigError  # noqa: E402
 from common.files import user_path  # noqa: E402
 from vgg import model as vgg_model  # noqa: E402
-from vgg.model import MODELS, copy_from_a  # noqa: E402
+from vgg.model import MODELS, TORCHVISION, copy_from_a, from_torchvision  # noqa: E402
 
 # --- data
 DATASET = "imagenette"  # imagenette or imagewoof
@@ -151,7 +151,8 @@ RULES = {
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    return script.main(sys.modules[__name__], build_model, argv, rules=RULES)
+    return script.main(sys.modules[__name__], build_model, argv, rules=RULES,
+                       torchvision=(TORCHVISION, from_torchvision))
 
 
 if __name__ == "__main__":
