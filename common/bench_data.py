@@ -96,23 +96,30 @@ def make_train_step(model_name: str, device: torch.device, image_dim: int, batch
     return step, n * batch_size / (time.perf_counter() - start)
 
 
-def bench_torchvision(folder: Path, image_dim: int, batch_size: int, workers: int,
-                      device: torch.device, step: Step | None = None) -> tuple[int, float]:
-    """(a): one epoch of ImageFolder + PIL transforms + DataLoader (feeding ``step`` if given);
-    return (images, seconds)."""
+def torchvision_loader(folder: Path, image_dim: int, batch_size: int, workers: int, device: torch.device,
+                       scale: tuple[float, float] = SCALE) -> torch.utils.data.DataLoader:
+    """torchvision's usual training pipeline over ``folder/train``: ImageFolder, PIL
+    RandomResizedCrop + flip + ToTensor + Normalize, a shuffling DataLoader with ``workers``."""
     from torchvision import datasets, transforms
 
     transform = transforms.Compose([
-        transforms.RandomResizedCrop(image_dim, scale=SCALE),
+        transforms.RandomResizedCrop(image_dim, scale=scale),
         transforms.RandomHorizontalFlip(),
         transforms.ToTensor(),
         transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
-    start = time.perf_counter()  # the clock includes the folder scan and the workers' start
     dataset = datasets.ImageFolder(str(folder / "train"), transform)
-    loader = torch.utils.data.DataLoader(dataset, batch_size, shuffle=True, drop_last=True,
-                                         num_workers=workers, pin_memory=device.type == "cuda",
-                                         persistent_workers=workers > 0)
+    return torch.utils.data.DataLoader(dataset, batch_size, shuffle=True, drop_last=True,
+                                       num_workers=workers, pin_memory=device.type == "cuda",
+                                       persistent_workers=workers > 0)
+
+
+def bench_torchvision(folder: Path, image_dim: int, batch_size: int, workers: int,
+                      device: torch.device, step: Step | None = None) -> tuple[int, float]:
+    """(a): one epoch of ImageFolder + PIL transforms + DataLoader (feeding ``step`` if given);
+    return (images, seconds)."""
+    start = time.perf_counter()  # the clock includes the folder scan and the workers' start
+    loader = torchvision_loader(folder, image_dim, batch_size, workers, device)
     n = 0
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)

@@ -1,23 +1,36 @@
-"""Compare finished runs: a table (mean ± std over the runs of each group) and a curve plot.
+"""Compare finished runs: tables (mean ± std over seeds), curves, and the results across architectures.
 
+    python -m common.compare runs                          # every finished run: the results table
+    python -m common.compare runs --readme README.md       # ... written between the README's markers
+    python -m common.compare runs --pareto pareto.png --by-year years.png --plot val_top1 --out curves.png
     python -m common.compare runs/alexnet/* --group ACTIVATION --until-train-error 0.25 \
         --plot train_error --out alexnet/relu_vs_tanh.png
 
-Each run folder's config.json names its constants; runs are grouped by the constants given to
---group (seeds, or anything else left out, are pooled), so a claim measured over several
-seeds reads as mean ± std, with the runs' commands in their config.json.
+Each run folder's config.json names its constants. With --group, runs are grouped by the
+constants named (seeds, or anything else left out, are pooled). Without it, runs are grouped by
+every constant that differs between them except the seed and where the run happened (paths,
+device, workers): runs of one configuration over several seeds read as mean ± std; runs of
+other recipes or datasets stay apart, labelled by ARCH, RECIPE, dataset, IMAGE_DIM and epochs
+(and the other constants that set them apart). A run's commands are in its config.json.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import math
+import re
 import statistics
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.files import atomic_write
+import torch
+
+from common import registry
+from common.files import atomic_write, atomic_write_text, rel
 
 METRICS = {  # plot name -> (log column, transform, axis label)
     "train_error": ("train_top1", lambda v: 1 - v, "training error (augmented batches)"),
@@ -111,21 +124,372 @@ def plot(groups: dict[str, list[list[dict[str, float]]]], metric: str, out: Path
     plt.close(fig)
 
 
+# ----------------------------------------------------------------------------- across architectures
+
+# Constants that say where or how a run happened, not what it trained: runs differing only in
+# these (and SEED) are one configuration. DATA_PATH and DATASET_SIZE enter as the dataset label.
+NOT_THE_CONFIGURATION = frozenset({
+    "SEED", "SEEDS", "DATA_PATH", "DATA_DIR", "DATASET_SIZE", "DECODE_WORKERS", "DEVICE", "RUNS_DIR",
+    "RESUME", "COMPILE", "CHANNELS_LAST"})
+NUM_CLASSES = 10  # Imagenette's and Imagewoof's: the class count of a run whose checkpoint is gone
+README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+@dataclass
+class Run:
+    """One finished run folder, read."""
+
+    path: Path
+    cfg: dict[str, Any]
+    rows: list[dict[str, float]]
+
+    @property
+    def best(self) -> float:
+        return max(r["val_top1"] for r in self.rows)
+
+    @property
+    def final(self) -> float:
+        return self.rows[-1]["val_top1"]
+
+    @property
+    def num_classes(self) -> int:
+        """The checkpoint's class count (memory-mapped: its weights are not read)."""
+        for name in ("last.pt", "best.pt"):
+            try:
+                ckpt = torch.load(self.path / name, map_location="cpu", weights_only=True, mmap=True)
+                return int(ckpt.get("num_classes") or NUM_CLASSES)
+            except Exception:  # noqa: BLE001 - missing or unreadable: the dataset's usual count
+                continue
+        return NUM_CLASSES
+
+    @property
+    def images_per_s(self) -> float | None:
+        """The median epoch's training images/s (a resumed epoch has none; the median drops a
+        first epoch slowed by compilation or a busy machine)."""
+        rates = [r["images_per_s"] for r in self.rows if math.isfinite(r.get("images_per_s", math.nan))]
+        return statistics.median(rates) if rates else None
+
+    @property
+    def train_time(self) -> float:
+        """Seconds spent training (the epochs' own times: evaluation and restarts not counted)."""
+        return sum(r.get("epoch_time_s", 0.0) for r in self.rows)
+
+    def time_to(self, top1: float) -> float | None:
+        """Training seconds until the end of the first epoch with val top-1 >= ``top1``."""
+        spent = 0.0
+        for r in self.rows:
+            spent += r.get("epoch_time_s", 0.0)
+            if r["val_top1"] >= top1:
+                return spent
+        return None
+
+
+@dataclass
+class Group:
+    """Runs of one configuration (several seeds), and what it costs."""
+
+    label: str
+    runs: list[Run]
+    params: int | None = None
+    macs: float | None = None
+
+    @property
+    def cfg(self) -> dict[str, Any]:
+        return self.runs[0].cfg
+
+    @property
+    def year(self) -> int | None:
+        return registry.year_of(str(self.cfg.get("ARCH")))
+
+
+def find_runs(paths: Sequence[Path]) -> list[Path]:
+    """Run folders (config.json and log.csv) given, or found under the folders given, sorted."""
+    found: list[Path] = []
+    for p in paths:
+        if (p / "config.json").is_file() and (p / "log.csv").is_file():
+            found.append(p)
+        elif p.is_dir():
+            found += sorted(c.parent for c in p.rglob("log.csv") if (c.parent / "config.json").is_file())
+    return list(dict.fromkeys(found))
+
+
+def dataset_of(cfg: dict[str, Any]) -> str:
+    """The data a run saw: DATA_PATH's name if given, else the archive DATASET and DATASET_SIZE name."""
+    if cfg.get("DATA_PATH"):
+        return re.sub(r"\.(tgz|tar\.gz|tar)$", "", Path(str(cfg["DATA_PATH"])).name)
+    return f"{cfg.get('DATASET', '?')}2-{cfg.get('DATASET_SIZE', '?')}"
+
+
+def _value(v: Any) -> Any:
+    """A constant as it names a configuration: a checkpoint path by its model and file (seeds
+    start from their own run of one configuration: runs/vgg11/<time>/last.pt -> vgg11/last.pt)."""
+    if isinstance(v, str) and v.endswith(".pt"):
+        p = Path(v)
+        return f"{p.parent.parent.name}/{p.name}"
+    return v
+
+
+def configuration(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The constants that make a run's configuration (what NOT_THE_CONFIGURATION leaves)."""
+    out = {k: _value(v) for k, v in cfg.items() if k not in NOT_THE_CONFIGURATION}
+    out["dataset"] = dataset_of(cfg)
+    return out
+
+
+def _base_label(cfg: dict[str, Any]) -> str:
+    recipe = f" ({cfg['RECIPE']})" if cfg.get("RECIPE") else ""
+    return (f"{cfg.get('ARCH', '?')}{recipe}, {dataset_of(cfg)}, {cfg.get('IMAGE_DIM', '?')} px, "
+            f"{cfg.get('NUM_EPOCHS', '?')} ep")
+
+
+def group_by_configuration(runs: Sequence[Run]) -> list[Group]:
+    """Runs with the same configuration pooled; labelled by ARCH, RECIPE, dataset, IMAGE_DIM and
+    epochs, plus the constants that tell apart groups that share those."""
+    keyed: dict[str, list[Run]] = {}
+    for run in runs:
+        keyed.setdefault(json.dumps(configuration(run.cfg), sort_keys=True, default=str), []).append(run)
+    by_base: dict[str, list[dict[str, Any]]] = {}
+    for members in keyed.values():
+        by_base.setdefault(_base_label(members[0].cfg), []).append(configuration(members[0].cfg))
+    groups = []
+    for members in keyed.values():
+        base = _base_label(members[0].cfg)
+        mine, others = configuration(members[0].cfg), by_base[base]
+        differ = [k for k in sorted(mine) if any(o.get(k) != mine[k] for o in others)]
+        label = base + "".join(f", {k}={mine[k] if mine[k] != '' else repr('')}" for k in differ)
+        groups.append(Group(label, members))
+    return groups
+
+
+def cost(cfg: dict[str, Any], num_classes: int = NUM_CLASSES) -> tuple[int | None, float | None]:
+    """(parameters, multiply-adds of one image at the evaluation size), counted on the meta
+    device (no memory, no compute) with today's model code; (None, None) for an ARCH no folder
+    knows. FlopCounterMode counts 2 FLOPs per multiply-add of convolutions and matmuls.
+    (A stand-in until common/report.py offers the same counts.)"""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        model = registry.build(cfg, num_classes, "meta").eval()
+    except Exception:  # noqa: BLE001 - an unknown or changed model: its cost is not known
+        return None, None
+    params = sum(p.numel() for p in model.parameters())
+    side = cfg.get("EVAL_IMAGE_DIM") or cfg.get("IMAGE_DIM") or 224
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, 3, side, side, device="meta"))
+    except Exception:  # noqa: BLE001
+        return params, None
+    return params, counter.get_total_flops() / 2
+
+
+def read_runs(paths: Sequence[Path]) -> list[Run]:
+    runs = []
+    for path in find_runs(paths):
+        cfg, rows = read_run(path)
+        rows = [r for r in rows if "val_top1" in r]
+        if rows:
+            runs.append(Run(path, cfg, rows))
+    return runs
+
+
+def _fmt(values: Sequence[float | None], digits: int = 1, scale: float = 1.0, unit: str = "") -> str:
+    """mean ± std (over the runs that have a value) scaled, or – if none has one."""
+    got = [v * scale for v in values if v is not None]
+    if not got:
+        return "–"
+    text = f"{statistics.fmean(got):,.{digits}f}"
+    if len(got) > 1:
+        text += f" ± {statistics.stdev(got):,.{digits}f}"
+    return text + unit
+
+
+def _si(x: float | None) -> str:
+    """3 significant digits with k, M or G."""
+    if x is None:
+        return "–"
+    for scale, prefix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{prefix}"
+    return f"{x:.3g}"
+
+
+def results_table(groups: Sequence[Group], target: float) -> str:
+    """The markdown table across architectures, oldest paper first."""
+    head = ["model", "year", "parameters", "MACs", "train images/s", "epochs", "train time",
+            f"time to {target:.0%} val top-1", "best val top-1", "final val top-1", "runs"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in sorted(groups, key=lambda g: (g.year or 9999, g.label)):
+        reached = [r.time_to(target) for r in g.runs]
+        got = [t for t in reached if t is not None]
+        to_target = "not reached" if not got else _fmt(got, scale=1 / 60, unit=" min")
+        if 0 < len(got) < len(g.runs):
+            to_target += f" ({len(got)} of {len(g.runs)} runs)"
+        epochs = {len(r.rows) for r in g.runs}
+        planned = g.cfg.get("NUM_EPOCHS")
+        ep = "/".join(str(e) for e in sorted(epochs)) + ("" if epochs == {planned} else f" of {planned}")
+        cells = [g.label, str(g.year or "–"), _si(g.params), _si(g.macs),
+                 _fmt([r.images_per_s for r in g.runs], digits=0), ep,
+                 _fmt([r.train_time for r in g.runs], scale=1 / 60, unit=" min"), to_target,
+                 _fmt([r.best for r in g.runs], scale=100, unit=" %"),
+                 _fmt([r.final for r in g.runs], scale=100, unit=" %"), str(len(g.runs))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_readme(readme: Path, text: str, check_only: bool = False) -> bool:
+    """Put ``text`` between the README's results markers (the same text twice changes nothing);
+    True if the file changed. Refuses (ValueError) a README without both markers, in order;
+    ``check_only`` does only that."""
+    old = readme.read_text()
+    begin, end = old.find(README_BEGIN), old.find(README_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{readme} has no {README_BEGIN} ... {README_END} markers: add both, on lines "
+                         f"of their own, where the results table goes")
+    if check_only:
+        return False
+    new = old[:begin + len(README_BEGIN)] + "\n" + text.strip() + "\n" + old[end:]
+    if new != old:
+        atomic_write_text(readme, new)
+    return new != old
+
+
+def _family_colours(groups: Sequence[Group]) -> dict[str, str]:
+    families = sorted({registry.folder_of(str(g.cfg.get("ARCH"))) or "?" for g in groups},
+                      key=lambda f: (registry.PAPERS.get(f, ("", 9999))[1], f))
+    return {f: f"C{i % 10}" for i, f in enumerate(families)}
+
+
+def _scatter(groups: Sequence[Group], x_of: Callable[[Group], float | None], out: Path, xlabel: str,
+             title: str, log_x: bool = False, front: bool = False) -> None:
+    """Best val top-1 (mean, ± std bars) of each group against ``x_of``, one colour per paper,
+    one marker per dataset/size/epochs setting; with ``front``, each setting's Pareto front
+    (no other point of the setting is both cheaper and more accurate)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    colours = _family_colours(groups)
+    settings = sorted({(dataset_of(g.cfg), g.cfg.get("IMAGE_DIM"), g.cfg.get("NUM_EPOCHS")) for g in groups},
+                      key=str)
+    markers = dict(zip(settings, "osD^v<>ph*"))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for setting in settings:
+        points = []
+        for g in groups:
+            if (dataset_of(g.cfg), g.cfg.get("IMAGE_DIM"), g.cfg.get("NUM_EPOCHS")) != setting:
+                continue
+            x = x_of(g)
+            if x is None:
+                continue
+            best = [r.best for r in g.runs]
+            y = statistics.fmean(best)
+            family = registry.folder_of(str(g.cfg.get("ARCH"))) or "?"
+            ax.errorbar(x, y, yerr=statistics.stdev(best) if len(best) > 1 else None, fmt=markers[setting],
+                        color=colours[family], capsize=3)
+            ax.annotate(str(g.cfg.get("ARCH")), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            points.append((x, y))
+        if front and len(points) > 1:
+            points.sort(key=lambda p: (p[0], -p[1]))
+            frontier, best_y = [], -math.inf
+            for x, y in points:
+                if y > best_y:
+                    frontier.append((x, y))
+                    best_y = y
+            ax.step(*zip(*frontier), where="post", color="grey", lw=1, alpha=0.7)
+    # The legend: a colour per paper, a marker per setting (a front joins one setting's points).
+    handles = [Line2D([], [], color=c, marker="o", ls="", label=f) for f, c in colours.items()]
+    handles += [Line2D([], [], color="grey", marker=markers[s], ls="", label=f"{s[0]}, {s[1]} px, {s[2]} ep")
+                for s in settings]
+    ax.legend(handles=handles, fontsize=8)
+    if log_x:
+        ax.set_xscale("log")
+    else:  # years
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("best validation top-1 (centre crop)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(out, lambda f: fig.savefig(f, dpi=100, format="png"))
+    plt.close(fig)
+
+
+def plot_pareto(groups: Sequence[Group], out: Path) -> None:
+    _scatter(groups, lambda g: g.macs, out, "multiply-adds per image at the evaluation size (log)",
+             "accuracy against compute", log_x=True, front=True)
+
+
+def plot_by_year(groups: Sequence[Group], out: Path) -> None:
+    _scatter(groups, lambda g: g.year, out, "year of the paper", "accuracy against year")
+
+
+_COSTS: dict[str, tuple[int | None, float | None]] = {}  # configuration -> cost, once a process
+
+
+def overview(paths: Sequence[Path], target: float) -> tuple[list[Group], str]:
+    """The groups of every finished run under ``paths``, their cost counted, and the table."""
+    groups = group_by_configuration(read_runs(paths))
+    for g in groups:
+        key = json.dumps(configuration(g.cfg), sort_keys=True, default=str)
+        if key not in _COSTS:
+            _COSTS[key] = cost(g.cfg, g.runs[0].num_classes)
+        g.params, g.macs = _COSTS[key]
+    return groups, results_table(groups, target)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("runs", nargs="+", type=Path, help="run folders (each with config.json and log.csv)")
-    p.add_argument("--group", default="", help="comma-separated constants that name a group, e.g. ARCH,ACTIVATION")
+    p.add_argument("runs", nargs="+", type=Path,
+                   help="run folders (each with config.json and log.csv), or folders holding them (runs/)")
+    p.add_argument("--group", default="",
+                   help="comma-separated constants that name a group, e.g. ARCH,ACTIVATION (default: every "
+                        "constant that differs, except the seed)")
     p.add_argument("--until-train-error", type=float, default=None,
-                   help="also report the first epoch whose training error is at most this (e.g. 0.25)")
+                   help="with --group: also the first epoch whose training error is at most this (e.g. 0.25)")
+    p.add_argument("--target", type=float, default=0.6, help="the table's 'time to' this val top-1 (default 0.6)")
+    p.add_argument("--readme", type=Path, default=None, help=f"write the table between {README_BEGIN} and "
+                                                             f"{README_END} in this file")
+    p.add_argument("--pareto", type=Path, default=None, help="plot best val top-1 against MACs here")
+    p.add_argument("--by-year", type=Path, default=None, help="plot best val top-1 against the paper's year here")
     p.add_argument("--plot", choices=sorted(METRICS), default=None, help="draw this metric against epochs")
-    p.add_argument("--out", type=Path, default=Path("compare.png"), help="where the plot goes")
+    p.add_argument("--out", type=Path, default=Path("compare.png"), help="where the --plot goes")
     p.add_argument("--title", default="")
     args = p.parse_args(argv)
-    runs = [r for r in args.runs if (r / "log.csv").is_file() and (r / "config.json").is_file()]
+    runs = find_runs(args.runs)
     if not runs:
         p.error("none of these folders holds a finished run (config.json and log.csv)")
-    groups = group_runs(runs, [k for k in args.group.split(",") if k])
-    print(table(groups, args.until_train_error))
+    if args.group:  # the claims' re-runs: groups named by the caller
+        groups = group_runs(runs, [k for k in args.group.split(",") if k])
+        print(table(groups, args.until_train_error))
+    else:  # across architectures
+        if args.readme:  # a README that cannot take the table is refused before any work
+            try:
+                write_readme(args.readme, "", check_only=True)
+            except (OSError, ValueError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                sys.exit(1)
+        found, text = overview(runs, args.target)
+        print(text)
+        groups = {g.label: [r.rows for r in g.runs] for g in found}
+        if args.readme:
+            # The runs given, not the whole command line: the same runs write the same text.
+            note = (f"\n\n{sum(len(g.runs) for g in found)} runs in {len(found)} configurations; "
+                    f"`python -m common.compare {' '.join(str(r) for r in args.runs)} --readme {args.readme}`")
+            try:
+                changed = write_readme(args.readme, text + note)
+            except (OSError, ValueError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                sys.exit(1)
+            print(f"{rel(args.readme)}: {'table written' if changed else 'unchanged'}")
+        if args.pareto:
+            plot_pareto(found, args.pareto)
+            print(f"plot: {args.pareto}")
+        if args.by_year:
+            plot_by_year(found, args.by_year)
+            print(f"plot: {args.by_year}")
     if args.plot:
         plot(groups, args.plot, args.out, args.title)
         print(f"plot: {args.out}")

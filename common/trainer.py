@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from common import checkpoint as ckpt_lib
 from common import config as config_lib
-from common import optim, recipe, runlog, system
+from common import figures, optim, recipe, runlog, system
 from common.cache import ImageSet
 from common.checkpoint import TrainingError
 from common.files import rel, user_path
@@ -94,6 +94,8 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str,
             _end_epoch(run, epoch, train_time)
             if system.agree([stop.requested], run.device, run.world)[0]:  # saved with the epoch
                 return _summary(run, interrupted=True)
+    if run.main_proc:  # confusion matrix, first-layer filters (ViT: attention, positions); never raises
+        figures.draw_run_figures(run.model, run.val_loader, run.classes, run.run_dir, run.autocast)
     return _summary(run, interrupted=False)
 
 
