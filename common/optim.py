@@ -1,9 +1,9 @@
 """Optimisers with parameter groups, the learning-rate schedules, and weight averaging (EMA).
 
 A train.py can give parameters their own options without editing this file: it passes
-``param_options(name, parameter) -> dict | None`` (e.g. ``{"weight_decay": 0.0}`` for ViT's
-position embedding, ``{"lr_scale": 0.1}`` for a pre-trained backbone), applied after the
-DECAY_NORM_AND_BIAS rule. Parameters with the same options share one optimiser group.
+``param_options(name, parameter, cfg) -> dict | None`` (e.g. ``{"weight_decay": 0.0}`` for ViT's
+position embedding, ``{"lr_scale": 0.1}`` for a pre-trained backbone; ``cfg`` holds the run's
+constants, so the choice can be one of them), applied after the DECAY_NORM_AND_BIAS rule. Parameters with the same options share one optimiser group.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-ParamOptions = Callable[[str, nn.Parameter], "dict[str, float] | None"]
+ParamOptions = Callable[[str, nn.Parameter, dict[str, Any]], "dict[str, float] | None"]
 
 
 def param_groups(model: nn.Module, cfg: dict[str, Any],
@@ -30,7 +30,7 @@ def param_groups(model: nn.Module, cfg: dict[str, Any],
         # normalisation (Goyal et al. 2017; "Bag of Tricks", He et al. 2018, Sec. 3.1).
         if p.ndim <= 1 and not cfg["DECAY_NORM_AND_BIAS"]:
             opts["weight_decay"] = 0.0
-        extra = param_options(name, p) if param_options is not None else None
+        extra = param_options(name, p, cfg) if param_options is not None else None
         unknown = set(extra or {}) - set(opts)
         if unknown:
             raise ValueError(f"param_options({name!r}) returned {sorted(unknown)}; it may set "

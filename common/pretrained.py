@@ -15,7 +15,8 @@ are downloaded only when PRETRAINED asks for them, into torch's cache (TORCH_HOM
 
 The classifier keeps its own initialisation when the class count is not ImageNet's 1,000
 (Imagenette: 10): the only tensors allowed to differ in shape are those whose first dimension
-is the class count.
+is the class count, and those a model adapts itself when it loads them (it lists their names in
+``resized_on_load``: a ViT interpolates 224 px position embeddings to its own grid, Sec. 3.2).
 """
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def fit_into(model: nn.Module, state: State, what: str, check_only: bool = False
                           f"unexpected {unexpected[:3]} (a bug in the model.py's from_torchvision)")
     head = [k for k, v in state.items() if v.shape != own[k].shape and v.ndim >= 1
             and v.shape[0] == IMAGENET_CLASSES and v.shape[1:] == own[k].shape[1:]]
-    other = [k for k, v in state.items() if v.shape != own[k].shape and k not in head]
+    adapted = set(getattr(model, "resized_on_load", ()))
+    other = [k for k, v in state.items() if v.shape != own[k].shape and k not in head and k not in adapted]
     if other:
         k = other[0]
         raise ConfigError(f"{what}'s {k} is {tuple(state[k].shape)}, this model's is {tuple(own[k].shape)}: "

@@ -25,7 +25,7 @@ import torch.nn as nn  # noqa: E402
 
 from common import script  # noqa: E402
 from common.config import ConfigError  # noqa: E402
-from mobilenet.model import CONV_KINDS, MODELS, TORCHVISION, from_torchvision, is_depthwise  # noqa: E402
+from mobilenet.model import CONV_KINDS, MODELS, TORCHVISION, from_torchvision  # noqa: E402
 
 # --- data
 DATASET = "imagenette"  # imagenette or imagewoof
@@ -87,24 +87,19 @@ RECIPES = {
 
 
 def build_model(cfg: dict, num_classes: int) -> nn.Module:
-    """The network the constants describe; depthwise filters carry their own weight decay."""
+    """The network the constants describe."""
     arch, conv = cfg["ARCH"], cfg["CONV"]
     if arch == "mobilenet_v2" and conv != "depthwise":
         raise ConfigError(f"CONV={conv!r} is for MobileNet v1's blocks (Table 4); "
                           f"mobilenet_v2 takes CONV=depthwise")
     # conv_mobilenet_v1 is CONV=full already; the other v1 builders take CONV
     options = {"conv": conv} if arch.startswith("mobilenet_v1") else {}
-    model = MODELS[arch](num_classes=num_classes, width=cfg["WIDTH_MULT"], **options)
-    for m in model.modules():
-        if is_depthwise(m):  # read by param_options below when the optimiser is built
-            m.weight.depthwise_weight_decay = cfg["DEPTHWISE_WEIGHT_DECAY"]
-    return model
+    return MODELS[arch](num_classes=num_classes, width=cfg["WIDTH_MULT"], **options)
 
 
-def param_options(name: str, p: nn.Parameter) -> dict | None:
-    """Sec. 4: the depthwise filters get DEPTHWISE_WEIGHT_DECAY (build_model marks them)."""
-    decay = getattr(p, "depthwise_weight_decay", None)
-    return None if decay is None else {"weight_decay": decay}
+def param_options(name: str, p: nn.Parameter, cfg: dict) -> dict | None:
+    """Sec. 4: the depthwise filters (model.py names them ``depthwise``) get DEPTHWISE_WEIGHT_DECAY."""
+    return {"weight_decay": cfg["DEPTHWISE_WEIGHT_DECAY"]} if ".depthwise." in name and p.ndim == 4 else None
 
 
 RULES = {

@@ -51,7 +51,7 @@ def test_named_recipes_apply_under_the_command_line() -> None:
 def test_param_options_give_parameters_their_own_decay_and_learning_rate() -> None:
     model = tiny_model()
 
-    def options(name: str, p: nn.Parameter) -> dict | None:
+    def options(name: str, p: nn.Parameter, cfg: dict) -> dict | None:
         if name.startswith("fc."):  # e.g. ViT's position embedding / a pre-trained backbone
             return {"weight_decay": 0.0, "lr_scale": 0.1}
         return None
@@ -69,7 +69,7 @@ def test_param_options_give_parameters_their_own_decay_and_learning_rate() -> No
     sched.set_lr(opt, 0)
     assert sorted({g["lr"] for g in opt.param_groups}) == pytest.approx([0.02, 0.2])
     with pytest.raises(ValueError, match="may set weight_decay and lr_scale"):
-        optim.build_optimizer(model, cfg, lambda n, p: {"momentum": 0.5})
+        optim.build_optimizer(model, cfg, lambda n, p, c: {"momentum": 0.5})
 
 
 @pytest.mark.parametrize("kind,cls,extra", [

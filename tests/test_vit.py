@@ -250,7 +250,7 @@ def test_from_torchvision_gives_the_same_function() -> None:
 def test_from_torchvision_is_name_complete(name: str) -> None:
     """Every torchvision key maps to one of ours, every one of ours is hit, shapes equal."""
     tv_name, needs = vit.TORCHVISION[name]
-    assert tv_name == name and needs == {"PATCH_SIZE": vit.VARIANTS[name][1], "IMAGE_DIM": 224}
+    assert tv_name == name and needs == {"PATCH_SIZE": vit.VARIANTS[name][1]}
     with torch.device("meta"):
         tv = getattr(torchvision.models, tv_name)()
     mapped = vit.from_torchvision(tv.state_dict())
@@ -342,13 +342,31 @@ def test_batch_transforms_soft_labels(auto: str) -> None:
 
 def test_pretrained_asks_for_the_shapes_of_torchvisions_weights(tmp_path: Path, capsys) -> None:
     """PRETRAINED=True is checked on the meta device before any data or download: a builder
-    torchvision lacks, and the patch size and resolution its weights were trained at."""
+    torchvision lacks, and the patch size its weights were trained with."""
     refused = {
         "deit_tiny_16": "no ImageNet weights for ARCH='deit_tiny_16'",
-        "vit_b_32": "vit_b_32 weights assume --PATCH_SIZE=32 --IMAGE_DIM=224",
+        "vit_b_32": "vit_b_32 weights assume --PATCH_SIZE=32",
     }
     for arch, message in refused.items():
         with pytest.raises(SystemExit) as exit_:
             train.main([f"--ARCH={arch}", "--PRETRAINED=True", f"--DATA_DIR={tmp_path}"])
         assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_pretrained_weights_at_224_px_load_into_a_128_px_model() -> None:
+    """The check before the download lets the position embedding's length differ (the model
+    interpolates it, Sec. 3.2); the load gives the 128 px grid, and equals interpolating by hand."""
+    from common import pretrained
+    tv = torchvision.models.vision_transformer.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32)
+    ours = vit.vit_b_16(num_classes=10, image_size=16, patch_size=8, layers=1, heads=2, width=16, mlp_dim=32)
+    cfg = {"ARCH": "vit_b_16", "PATCH_SIZE": 16}
+    state = vit.from_torchvision(tv.state_dict())
+    assert pretrained.fit_into(ours, state, "torchvision's vit") == ["head.weight", "head.bias"]
+    assert ours.pos_embedding.shape == (1, 1 + 2 * 2, 16)
+    expected = vit.interpolate_pos_embedding(state["pos_embedding"], (2, 2))
+    assert torch.equal(ours.pos_embedding.detach(), expected)
+    with torch.device("meta"):
+        assert pretrained.check({**cfg, "PATCH_SIZE": 16}, vit.vit_b_16(image_size=128), vit.TORCHVISION,
+                                vit.from_torchvision) == "vit_b_16"

@@ -187,6 +187,10 @@ INITS = ("jax", "deit")
 class ViT(nn.Module):
     """The Vision Transformer of Sec. 3.1 (Fig. 1, Eqs. 1-4)."""
 
+    # Loaded at another resolution, this is interpolated to the model's grid (_load_from_state_dict);
+    # common/pretrained.py lets its shape differ.
+    resized_on_load = ("pos_embedding",)
+
     def __init__(
         self,
         config: VitConfig,
@@ -389,10 +393,11 @@ MODELS: dict[str, Callable[..., ViT]] = {
 }
 
 # Builders here whose architecture equals a torchvision one (same shapes at default options),
-# with the constants of vit/train.py its weights assume: the builder's patch size and 224 px
-# (common/pretrained.py refuses other shapes before the download, with a line saying which).
+# with the constant of vit/train.py its weights assume: the builder's patch size (common/pretrained.py
+# refuses another before the download, with a line saying which). Any IMAGE_DIM the patch divides
+# works: the 224 px position embeddings are interpolated to the model's grid (Sec. 3.2).
 TORCHVISION: dict[str, tuple[str, dict[str, int]]] = {
-    name: (name, {"PATCH_SIZE": VARIANTS[name][1], "IMAGE_DIM": 224})
+    name: (name, {"PATCH_SIZE": VARIANTS[name][1]})
     for name in ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14")
 }
 

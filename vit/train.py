@@ -120,20 +120,17 @@ _TOKEN_PARAMETERS = ("pos_embedding", "class_token")
 
 
 def build_model(cfg: dict, num_classes: int):
-    """The network the constants describe; DECAY_TOKENS=False tags the tokens for param_options."""
+    """The network the constants describe."""
     check_shapes(cfg)
-    model = MODELS[cfg["ARCH"]](num_classes=num_classes, image_size=cfg["IMAGE_DIM"], patch_size=cfg["PATCH_SIZE"],
-                                width=cfg["WIDTH"], layers=cfg["LAYERS"], heads=cfg["HEADS"],
-                                dropout=cfg["DROPOUT"], drop_path=cfg["DROP_PATH"], init=cfg["INIT"])
-    for name in _TOKEN_PARAMETERS:
-        # common.optim's seam passes each parameter, not the constants: the choice rides on it.
-        getattr(model, name).no_weight_decay = not cfg["DECAY_TOKENS"]
-    return model
+    return MODELS[cfg["ARCH"]](num_classes=num_classes, image_size=cfg["IMAGE_DIM"], patch_size=cfg["PATCH_SIZE"],
+                               width=cfg["WIDTH"], layers=cfg["LAYERS"], heads=cfg["HEADS"],
+                               dropout=cfg["DROPOUT"], drop_path=cfg["DROP_PATH"], init=cfg["INIT"])
 
 
-def param_options(name: str, p: nn.Parameter) -> dict | None:
-    """common.optim's seam: no weight decay on a parameter build_model tagged so."""
-    return {"weight_decay": 0.0} if getattr(p, "no_weight_decay", False) else None
+def param_options(name: str, p: nn.Parameter, cfg: dict) -> dict | None:
+    """common.optim's seam: no weight decay on the position embedding and class token unless
+    DECAY_TOKENS (the paper decays everything)."""
+    return {"weight_decay": 0.0} if name in _TOKEN_PARAMETERS and not cfg["DECAY_TOKENS"] else None
 
 
 # AUTO_AUGMENT's per-image policies, by name: (cfg) -> BatchTransform (common/augment.py).
