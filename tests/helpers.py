@@ -21,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import torch
+import torch.nn as nn
 from PIL import Image
 
 from common.datasets import IMAGENETTE_WNIDS, IMAGEWOOF_WNIDS
@@ -287,3 +289,19 @@ def _proc_field(pid: int, name: str) -> str | None:
     except OSError:  # gone meanwhile
         pass
     return None
+
+
+def randomised(model: nn.Module, seed: int = 0, scale: float = 0.05) -> nn.Module:
+    """Every float tensor of the state (BN statistics too, so that they matter) drawn at random,
+    in eval mode: for tests that torchvision's weights, renamed, compute the same here.
+    A model built on the meta device is given memory first (skipping its own init, which costs
+    seconds for VGG's 100 M-weight fc6)."""
+    if any(t.is_meta for t in model.state_dict().values()):
+        model = model.to_empty(device="cpu")
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if name.endswith("running_var")
+                        else torch.randn(t.shape, generator=g) * scale)
+    return model.eval()

@@ -15,6 +15,7 @@ from common.config import ConfigError
 from common.optim import param_groups
 from mobilenet import model as mobilenet
 from mobilenet import train
+from tests.helpers import randomised
 from tests.model_cases import build_meta, count_macs, count_params
 from tests.test_train_scripts import assert_refused
 
@@ -238,22 +239,11 @@ def test_init() -> None:
         assert bn.weight.eq(1).all() and not bn.bias.any()
 
 
-def randomised(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Every parameter and BN buffer at random (running variances positive), so BN matters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if t.is_floating_point():
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if name.endswith("running_var")
-                        else torch.randn(t.shape, generator=g) * 0.1)
-    return model.eval()
-
-
 def test_torchvision_weights_give_the_same_outputs() -> None:
     """TORCHVISION / from_torchvision: torchvision's mobilenet_v2 (random weights, no download),
     renamed into ours with strict=True, computes the same logits."""
     assert mobilenet.TORCHVISION == {"mobilenet_v2": "mobilenet_v2"}
-    tv = randomised(torchvision.models.mobilenet_v2(weights=None))
+    tv = randomised(torchvision.models.mobilenet_v2(weights=None), scale=0.1)
     ours = mobilenet.mobilenet_v2(num_classes=1000)
     ours.load_state_dict(mobilenet.from_torchvision(tv.state_dict()), strict=True)
     ours.eval()

@@ -15,27 +15,13 @@ import torchvision
 from common import pretrained
 from common.config import ConfigError
 from common.datasets import DataError
+from tests.helpers import randomised
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = sorted(p.parent.name for p in REPO.glob("*/model.py")
                  if hasattr(importlib.import_module(f"{p.parent.name}.model"), "TORCHVISION"))
 ENTRIES = [(folder, arch) for folder in FOLDERS
            for arch in importlib.import_module(f"{folder}.model").TORCHVISION]
-
-
-def randomised(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Every float tensor of the state (BN statistics too, so that they matter) drawn at random.
-    A model built on the meta device is given memory first (skipping its own init, which costs
-    seconds for VGG's 100 M-weight fc6)."""
-    if any(t.is_meta for t in model.state_dict().values()):
-        model = model.to_empty(device="cpu")
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if t.is_floating_point():
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if name.endswith("running_var")
-                        else torch.randn(t.shape, generator=g) * 0.05)
-    return model.eval()
 
 
 def _same_outputs(ours: nn.Module, tv: nn.Module, size: int) -> tuple[torch.Tensor, torch.Tensor]:
