@@ -7,7 +7,7 @@ data costs the training.
 
 The model, optimiser, schedule, loss, autocast, channels_last and compile are those of the
 model's own train.py (its constants, ``--recipe``, ``--set NAME=value``), put together by the
-training loop's own setup (common/trainer.py ``_setup``) and run by its own step (``_train_step``).
+training loop's own setup (common/trainer.py ``setup``) and run by its own step (``train_step``).
 The same step is then fed three ways, each warmed up for ``--warmup`` steps, then timed for
 ``--seconds`` in all, in ``--rounds`` turns that alternate between the feeds (so a drifting load
 on a shared machine slows each alike):
@@ -85,7 +85,7 @@ def small_set(data: ImageSet, n: int) -> ImageSet:
 
 
 def setup_run(name: str, cfg: dict[str, Any], build: Callable[..., torch.nn.Module], module: Any,
-              train_set: ImageSet, compile_: bool, runs_dir: Path) -> trainer._Run:
+              train_set: ImageSet, compile_: bool, runs_dir: Path) -> trainer.Run:
     """The training loop's own setup of this model (placement, compile, loaders, optimiser)."""
     cfg = {**cfg, "COMPILE": compile_, "RUNS_DIR": str(runs_dir), "RESUME": ""}
     torch.manual_seed(cfg["SEED"])
@@ -93,7 +93,7 @@ def setup_run(name: str, cfg: dict[str, Any], build: Callable[..., torch.nn.Modu
     seam = getattr(module, "batch_transforms", None)
     transforms = seam(cfg, train_set) if callable(seam) else ()
     with contextlib.redirect_stdout(io.StringIO()):  # its "writing to ..." line: not a run
-        return trainer._setup(model, train_set, small_set(train_set, cfg["BATCH_SIZE"]), cfg, name,
+        return trainer.setup(model, train_set, small_set(train_set, cfg["BATCH_SIZE"]), cfg, name,
                               getattr(module, "param_options", None), transforms)
 
 
@@ -179,18 +179,18 @@ def forever(loader: Any, to_device: Callable[[torch.Tensor, torch.Tensor], tuple
             yield to_device(x, y) if to_device else (x, y)
 
 
-def train_work(run: trainer._Run, batches: Batches) -> Callable[[int], int]:
-    """One step of the training loop's own ``_train_step`` on the next batch."""
-    sums = trainer._DeviceSums(run.device)
+def train_work(run: trainer.Run, batches: Batches) -> Callable[[int], int]:
+    """One step of the training loop's own ``train_step`` on the next batch."""
+    sums = trainer.DeviceSums(run.device)
 
     def work(step: int) -> int:
         x, y = next(batches)
-        trainer._train_step(run, x, y, step % run.steps_per_epoch, sums)
+        trainer.train_step(run, x, y, step % run.steps_per_epoch, sums)
         return len(x)
     return work
 
 
-def infer_work(run: trainer._Run, x: torch.Tensor) -> Callable[[int], int]:
+def infer_work(run: trainer.Run, x: torch.Tensor) -> Callable[[int], int]:
     """The evaluation forward (as trainer.evaluate runs it) on one batch."""
     def work(step: int) -> int:
         with torch.no_grad(), run.autocast:
@@ -252,7 +252,7 @@ def bench_model(name: str, data: Path, *, size: int = 0, batch: int = 0, compile
         meters = {}
         if "cache" in feeds:
             with contextlib.redirect_stdout(io.StringIO()):
-                loader = trainer._loaders(train_set, small_set(train_set, 1), cfg, device, 0, 1, ())[0]
+                loader = trainer.loaders(train_set, small_set(train_set, 1), cfg, device, 0, 1, ())[0]
             meters["cache"] = Meter(data_work(forever(loader)), device)
         if "imagefolder" in feeds:
             to_device = lambda a, b: (a.to(device, non_blocking=True), b.to(device, non_blocking=True))  # noqa: E731
@@ -271,7 +271,7 @@ def imagefolder(data: Path, cfg: dict[str, Any], workers: int, device: torch.dev
                               scale=(cfg["MIN_SCALE"], 1.0))
 
 
-def _placer(run: trainer._Run, cfg: dict[str, Any]) -> Callable[[torch.Tensor, torch.Tensor], tuple]:
+def _placer(run: trainer.Run, cfg: dict[str, Any]) -> Callable[[torch.Tensor, torch.Tensor], tuple]:
     """A DataLoader batch to the device, in the layout the loop's own loader yields."""
     def place(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)

@@ -6,6 +6,8 @@ Setup places the model (device, channels_last, DDP, compile), builds the loaders
 and the schedule, and restores a checkpoint when cfg["RESUME"] names one. The end of an epoch
 evaluates, logs and saves. The rare paths have their own helpers: the ranks' joint decision to
 stop or to give up on a NaN (``_agree_to_stop``), and the summary of an interrupted run.
+``setup``, ``loaders``, ``train_step``, ``Run`` and ``DeviceSums`` are public: common/bench.py
+times the loop's own step with them, so a benchmark measures what training runs.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ CHECK_EVERY = 20  # steps between the loss checks that wait for the device (not 
 
 
 @dataclass
-class _Run:
+class Run:
     """Everything one run holds between steps; what a checkpoint carries is marked."""
 
     cfg: dict[str, Any]
@@ -85,7 +87,7 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str,
     """
     cfg = recipe.complete(cfg)
     config_lib.check(cfg, recipe.RULES)
-    run = _setup(model, train_set, val_set, cfg, name, param_options, batch_transforms)
+    run = setup(model, train_set, val_set, cfg, name, param_options, batch_transforms)
     with system.StopRequest() as stop:
         for epoch in range(run.start_epoch, cfg["NUM_EPOCHS"]):
             train_time = _train_epoch(run, epoch, stop, on_step)
@@ -101,18 +103,18 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str,
 
 # ----------------------------------------------------------------------------- setup
 
-def _setup(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str, Any], name: str,
-           param_options: optim.ParamOptions | None, batch_transforms: Sequence[BatchTransform]) -> _Run:
+def setup(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str, Any], name: str,
+           param_options: optim.ParamOptions | None, batch_transforms: Sequence[BatchTransform]) -> Run:
     """Device, model placement, loaders, optimiser; then a checkpoint's state, or a new run folder."""
     rank, world, local_rank = system.dist_env()
     if world > 1:
         system.init_distributed(cfg["DEVICE"])
     device = system.pick_device(cfg["DEVICE"], local_rank)
     system.setup_device(device)
-    train_loader, val_loader = _loaders(train_set, val_set, cfg, device, rank, world, batch_transforms)
+    train_loader, val_loader = loaders(train_set, val_set, cfg, device, rank, world, batch_transforms)
     amp = system.amp_mode(device, cfg["AMP"])
     raw, net, eval_net = _place(model, cfg, device, world)
-    run = _Run(cfg=cfg, name=name, device=device, rank=rank, world=world, model=raw, net=net,
+    run = Run(cfg=cfg, name=name, device=device, rank=rank, world=world, model=raw, net=net,
                eval_net=eval_net, train_loader=train_loader, val_loader=val_loader,
                optimizer=optim.build_optimizer(raw, cfg, param_options),
                schedule=optim.Schedule(cfg, len(train_loader)),
@@ -134,7 +136,7 @@ def _setup(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[s
     return run
 
 
-def _loaders(train_set: ImageSet, val_set: ImageSet, cfg: dict[str, Any], device: torch.device, rank: int,
+def loaders(train_set: ImageSet, val_set: ImageSet, cfg: dict[str, Any], device: torch.device, rank: int,
              world: int, batch_transforms: Sequence[BatchTransform]) -> tuple[BatchLoader, BatchLoader]:
     """This rank's training batches (augmented) and validation batches (the evaluation views)."""
     channels_last = cfg["CHANNELS_LAST"]
@@ -173,7 +175,7 @@ def _place(model: nn.Module, cfg: dict[str, Any], device: torch.device,
     return raw, net, eval_net
 
 
-def _restore(run: _Run, path: Path) -> None:
+def _restore(run: Run, path: Path) -> None:
     """Continue from a checkpoint, in its own folder, exactly where it stopped."""
     ckpt = ckpt_lib.load_checkpoint(path)
     ckpt_lib.check_resumable(ckpt, run.cfg, run.world)
@@ -194,7 +196,7 @@ def _restore(run: _Run, path: Path) -> None:
         print(f"resumed from {rel(path)} at epoch {run.start_epoch + 1}, step {run.start_step}")
 
 
-def _checkpoint(run: _Run, epoch: int, step: int, filename: str = "last.pt") -> Path:
+def _checkpoint(run: Run, epoch: int, step: int, filename: str = "last.pt") -> Path:
     payload = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
                "scheduler": run.schedule.state_dict(), "scaler": run.scaler.state_dict(),
                "ema": run.ema.module.state_dict() if run.ema is not None else None,
@@ -206,7 +208,7 @@ def _checkpoint(run: _Run, epoch: int, step: int, filename: str = "last.pt") -> 
 
 # ----------------------------------------------------------------------------- one epoch
 
-def _train_epoch(run: _Run, epoch: int, stop: system.StopRequest,
+def _train_epoch(run: Run, epoch: int, stop: system.StopRequest,
                  on_step: Callable[[int], None] | None) -> float | None:
     """Train one epoch (from run.start_step); its training seconds, or None if it was stopped."""
     from tqdm import tqdm
@@ -216,9 +218,9 @@ def _train_epoch(run: _Run, epoch: int, stop: system.StopRequest,
     spe, t0 = run.steps_per_epoch, time.perf_counter()
     bar = tqdm(total=spe, initial=run.start_step, disable=not run.main_proc or None,
                desc=f"epoch {epoch + 1}/{run.cfg['NUM_EPOCHS']}", leave=False, mininterval=1.0)
-    sums = _DeviceSums(run.device)
+    sums = DeviceSums(run.device)
     for step, (x, y) in enumerate(run.train_loader.iterate(run.start_step), start=run.start_step):
-        _train_step(run, x, y, epoch * spe + step, sums)
+        train_step(run, x, y, epoch * spe + step, sums)
         bar.update(1)
         last = step + 1 == spe
         check = (step + 1) % CHECK_EVERY == 0 or last  # a device sync: not every step
@@ -238,7 +240,7 @@ def _train_epoch(run: _Run, epoch: int, stop: system.StopRequest,
     return time.perf_counter() - t0
 
 
-def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor, global_step: int, sums: _DeviceSums) -> None:
+def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, global_step: int, sums: DeviceSums) -> None:
     """One optimiser step. ``y`` is class indices, or (B, C) soft targets (mixup, cutmix)."""
     run.lr = run.schedule.set_lr(run.optimizer, global_step)
     with run.autocast:
@@ -258,8 +260,8 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor, global_step: int, s
     sums.add(loss.detach().float() * len(y), (out.detach().argmax(1) == label).sum(), len(y))
 
 
-def _agree_to_stop(run: _Run, stop: system.StopRequest, check: bool, epoch: int, step: int,
-                   sums: _DeviceSums) -> bool:
+def _agree_to_stop(run: Run, stop: system.StopRequest, check: bool, epoch: int, step: int,
+                   sums: DeviceSums) -> bool:
     """Stop or give up, decided by every rank together at the same steps (so none is left
     waiting in a collective). A NaN raises and never saves over the last good checkpoint; a
     stop request saves a mid-epoch checkpoint and returns True (at the epoch's last step the
@@ -282,7 +284,7 @@ def _agree_to_stop(run: _Run, stop: system.StopRequest, check: bool, epoch: int,
 
 # ----------------------------------------------------------------------------- the end of an epoch
 
-def _end_epoch(run: _Run, epoch: int, train_time: float) -> None:
+def _end_epoch(run: Run, epoch: int, train_time: float) -> None:
     """Evaluate, update the schedule, then (rank 0) save last.pt/best.pt, log.csv, curves.png."""
     tot = _reduce_accum(run.accum, run.device, run.world)
     row = {"epoch": epoch + 1, "lr": run.lr, "train_loss": tot["loss"] / tot["n"],
@@ -314,7 +316,7 @@ def _end_epoch(run: _Run, epoch: int, train_time: float) -> None:
         print(runlog.epoch_line(row, run.cfg["NUM_EPOCHS"]))
 
 
-def _summary(run: _Run, interrupted: bool) -> dict[str, Any]:
+def _summary(run: Run, interrupted: bool) -> dict[str, Any]:
     summary: dict[str, Any] = {"run_dir": str(run.run_dir), "interrupted": interrupted}
     if interrupted:
         return summary
@@ -380,7 +382,7 @@ def _reduce_accum(accum: dict[str, float], device: torch.device, world: int) -> 
     return {"loss": t[0].item(), "correct": t[1].item(), "n": int(t[2].item())}
 
 
-class _DeviceSums:
+class DeviceSums:
     """Loss and hits summed on the device between checks, so a step never waits for the GPU."""
 
     def __init__(self, device: torch.device) -> None:

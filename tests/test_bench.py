@@ -36,13 +36,13 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_bench_command_prints_a_table_and_writes_its_csv(tree: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     steps = []  # the training loop's own step runs every training measurement
-    real = trainer._train_step
+    real = trainer.train_step
 
     def counting(run, x, y, step, sums):  # noqa: ANN001
         steps.append((type(run).__name__, tuple(x.shape)))
         real(run, x, y, step, sums)
 
-    monkeypatch.setattr(trainer, "_train_step", counting)
+    monkeypatch.setattr(trainer, "train_step", counting)
     out_csv = tmp_path / "bench.csv"
     bench.main(["resnet18", "--data", str(tree), "--recipe", "tiny", *CPU, "--compile", "off",
                 "--seconds", "0", "--warmup", "1", "--workers", "0", "--data-dir", str(tmp_path / "data"),
@@ -57,7 +57,7 @@ def test_bench_command_prints_a_table_and_writes_its_csv(tree: Path, tmp_path: P
         assert float(r["images_per_s"]) > 0 and int(r["steps"]) >= 3
         assert (r["device"], r["size"], r["batch"], r["peak_mib"]) == ("cpu", "32", "8", "")  # the tiny recipe's
     train_steps = sum(int(r["steps"]) + 1 for r in rows if r["mode"] == "train")  # + 1 warm-up each
-    assert len(steps) == train_steps and set(steps) == {("_Run", (8, 3, 32, 32))}
+    assert len(steps) == train_steps and set(steps) == {("Run", (8, 3, 32, 32))}
     assert "target: shared pipeline costs < 5% of the bare step" in out
     assert "target: shared pipeline >= 20x ImageFolder's images/s" in out
     assert f"wrote {out_csv}" in out
