@@ -88,24 +88,10 @@ def plot_activations(out: Path) -> Path:
     return _save(fig, out)
 
 
-# ----------------------------------------------------------------------------- predictions
-
-@torch.no_grad()
-def predict_all(model: nn.Module, loader: BatchLoader, autocast: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(predicted class, true class) of every image the loader yields (its centre crops), on the CPU."""
-    was_training = model.training
-    model.eval()
-    preds, labels = [], []
-    for x, y in loader:
-        with autocast:
-            preds.append(model(x).argmax(1).cpu())
-        labels.append(y.cpu())
-    model.train(was_training)
-    return torch.cat(preds), torch.cat(labels)
-
+# ----------------------------------------------------------------------------- confusion matrix
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(true, predicted) counts."""
+    """(true, predicted) counts, on the tensors' device (common.trainer.evaluate sums them)."""
     return torch.bincount(labels * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
 
 
@@ -256,11 +242,12 @@ def plot_position_similarity(pos_embedding: torch.Tensor, out: Path) -> Path:
 # ----------------------------------------------------------------------------- a run's figures
 
 def draw_run_figures(model: nn.Module, loader: BatchLoader, classes: Sequence[str], run_dir: Path,
-                     autocast: Any) -> list[Path]:
+                     confusion: torch.Tensor | None) -> list[Path]:
     """Every figure this model allows, beside curves.png; each failure warns in one line.
 
-    ``loader``: the centre crops of the validation images (the trainer's, already on the device;
-    under DDP rank 0's share, which the confusion matrix's title counts)."""
+    ``loader``: the validation loader (a few of its images for the attention maps);
+    ``confusion``: the (true, predicted) counts of the last evaluation (common.trainer.evaluate
+    with ``confusion_classes``; every rank's images), or None to skip that figure."""
     drawn: list[Path] = []
 
     def attempt(name: str, draw: Callable[[Path], Path]) -> None:
@@ -270,11 +257,8 @@ def draw_run_figures(model: nn.Module, loader: BatchLoader, classes: Sequence[st
             print(f"warning: could not draw {name} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                   f"the run itself is saved")
 
-    def confusion(path: Path) -> Path:
-        preds, labels = predict_all(model, loader, autocast)
-        return plot_confusion(confusion_matrix(preds, labels, len(classes)), classes, path)
-
-    attempt("confusion.png", confusion)
+    if confusion is not None:
+        attempt("confusion.png", lambda path: plot_confusion(confusion, classes, path))
     attempt("filters.png", lambda path: plot_filters(first_conv(model).weight, path))
     if callable(getattr(model, "attention_maps", None)):
         def attention(path: Path) -> Path:
@@ -294,12 +278,15 @@ def redraw_run(checkpoint: Path, data_path: str = "", device: str = "auto", out:
 
     dev = registry.device(device)
     model, ckpt = registry.load_model(checkpoint, dev)
+    from common.trainer import evaluate
+
     loader = val_loader_for(ckpt["config"], dev, data_path)
     autocast = system.autocast(dev, system.amp_mode(dev, ckpt["config"].get("AMP", "off")))
     if out:
         out.mkdir(parents=True, exist_ok=True)
     classes = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]
-    return draw_run_figures(model, loader, classes, out or checkpoint.parent, autocast)
+    confusion = evaluate(model, loader, autocast, confusion_classes=len(classes))["confusion"]
+    return draw_run_figures(model, loader, classes, out or checkpoint.parent, confusion)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

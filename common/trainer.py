@@ -60,6 +60,7 @@ class Run:
     accum: dict[str, float] = field(default_factory=lambda: _new_accum())  # checkpointed: the epoch so far
     start_epoch: int = 0  # checkpointed
     start_step: int = 0  # checkpointed
+    confusion: torch.Tensor | None = None  # the last epoch's (true, predicted) counts, for confusion.png
     last_good: Path | None = None
     lr: float = 0.0
 
@@ -97,7 +98,7 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str,
             if system.agree([stop.requested], run.device, run.world)[0]:  # saved with the epoch
                 return _summary(run, interrupted=True)
     if run.main_proc:  # confusion matrix, first-layer filters (ViT: attention, positions); never raises
-        figures.draw_run_figures(run.model, run.val_loader, run.classes, run.run_dir, run.autocast)
+        figures.draw_run_figures(run.model, run.val_loader, run.classes, run.run_dir, run.confusion)
     return _summary(run, interrupted=False)
 
 
@@ -292,13 +293,18 @@ def _end_epoch(run: Run, epoch: int, train_time: float) -> None:
            "images_per_s": tot["n"] / train_time if run.start_step == 0 else float("nan"),
            "epoch_time_s": train_time}
     system.broadcast_buffers([run.model] + ([run.ema.module] if run.ema is not None else []), run.world)
-    centre = evaluate(run.eval_net, run.val_loader, run.autocast, run.world)
+    last = epoch + 1 == run.cfg["NUM_EPOCHS"]
+    # The last epoch's evaluation also counts (true, predicted) pairs over every rank's images:
+    # the confusion figure then costs no second pass over the validation set.
+    centre = evaluate(run.eval_net, run.val_loader, run.autocast, run.world,
+                      confusion_classes=len(run.classes) if last else 0)
+    run.confusion = centre.pop("confusion", None)
     row.update({f"val_{k}": v for k, v in centre.items()})
     if run.ema is not None:
         ema = evaluate(run.ema.module, run.val_loader, run.autocast, run.world)
         row.update({f"ema_val_{k}": v for k, v in ema.items()})
     view = run.val_loader.view_name
-    if epoch + 1 == run.cfg["NUM_EPOCHS"] and view != "center":  # the paper's test, once, at the end
+    if last and view != "center":  # the paper's test, once, at the end
         views = evaluate(run.eval_net, run.val_loader, run.autocast, run.world, views=True)
         row.update({f"val_{k}_{view}": v for k, v in views.items()})
     score = row["ema_val_top1"] if run.ema is not None else row["val_top1"]
@@ -333,11 +339,13 @@ def _summary(run: Run, interrupted: bool) -> dict[str, Any]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: BatchLoader, autocast: Any, world: int = 1,
-             views: bool = False) -> dict[str, float]:
+             views: bool = False, confusion_classes: int = 0) -> dict[str, Any]:
     """Loss, top-1 and top-5 accuracy in eval mode (dropout off, BN running statistics).
 
     ``views=False``: the centre crop. ``views=True``: every view of the loader (flip, 10-crop,
     several scales), softmax probabilities averaged, the loss that of the averaged probabilities.
+    ``confusion_classes=C`` > 0 adds "confusion": the (C, C) counts of (true, predicted) class,
+    summed over all ranks, on the CPU.
     The original write-up of this project forgot ``model.eval()`` and reported accuracy with
     dropout and batch statistics live; tests pin that this function cannot.
     """
@@ -345,6 +353,7 @@ def evaluate(model: nn.Module, loader: BatchLoader, autocast: Any, world: int = 
     model.eval()
     device = loader.device
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, n
+    counts = torch.zeros(confusion_classes, confusion_classes, dtype=torch.int64, device=device)
     batches = loader.iterate_views() if views else (([x], y) for x, y in loader)
     for xs, y in batches:
         if len(xs) == 1:
@@ -360,13 +369,18 @@ def evaluate(model: nn.Module, loader: BatchLoader, autocast: Any, world: int = 
             out = (probs / len(xs)).clamp_min(1e-12).log()  # log of the averaged probabilities
             loss = F.nll_loss(out, y, reduction="sum")
         hit = out.topk(min(5, out.shape[1]), dim=1).indices == y[:, None]
+        if confusion_classes:
+            counts += figures.confusion_matrix(out.argmax(1), y, confusion_classes)
         sums += torch.stack([loss.double(), hit[:, 0].sum().double(), hit.any(1).sum().double(),
                              torch.tensor(len(y), dtype=torch.float64, device=device)])
     system.all_reduce(sums, world)
     model.train(was_training)
     n = max(sums[3].item(), 1)
-    return {"loss": sums[0].item() / n, "top1": sums[1].item() / n, "top5": sums[2].item() / n,
-            "images": int(sums[3].item())}
+    result: dict[str, Any] = {"loss": sums[0].item() / n, "top1": sums[1].item() / n,
+                              "top5": sums[2].item() / n, "images": int(sums[3].item())}
+    if confusion_classes:
+        result["confusion"] = system.all_reduce(counts, world).cpu()
+    return result
 
 
 # ----------------------------------------------------------------------------- the epoch's sums

@@ -11,6 +11,7 @@ from PIL import Image
 from common import figures
 from common.cache import ImageSet
 from common.loader import BatchLoader
+from common.trainer import evaluate
 
 CLASSES = ["n01440764", "n03888257", "n99999999"]  # tench, parachute, and an id no table knows
 
@@ -64,17 +65,34 @@ def test_confusion_matrix_counts_true_against_predicted() -> None:
     assert m.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
 
 
+def _confusion(model: nn.Module, loader: BatchLoader) -> torch.Tensor:
+    """What the trainer's last evaluation hands to draw_run_figures."""
+    return evaluate(model, loader, torch.autocast("cpu", enabled=False), confusion_classes=len(CLASSES))["confusion"]
+
+
+def test_the_evaluation_counts_every_image_once_in_the_confusion_matrix() -> None:
+    """One pass gives both the accuracy and the figure's counts, and they agree."""
+    torch.manual_seed(0)
+    loader = _loader(n=10)
+    result = evaluate(TinyViT(), loader, torch.autocast("cpu", enabled=False), confusion_classes=len(CLASSES))
+    m = result["confusion"]
+    assert m.shape == (3, 3) and int(m.sum()) == result["images"] == 10
+    assert int(m.trace()) == round(result["top1"] * 10)
+    assert m.sum(1).tolist() == [4, 3, 3]  # each image counted under its true class
+
+
 def test_a_vit_gets_all_four_figures_and_a_cnn_two(tmp_path: Path) -> None:
     torch.manual_seed(0)
     vit_dir, cnn_dir = tmp_path / "vit", tmp_path / "cnn"
     vit_dir.mkdir(), cnn_dir.mkdir()
     loader = _loader()
-    drawn = figures.draw_run_figures(TinyViT(), loader, CLASSES, vit_dir, torch.autocast("cpu", enabled=False))
+    vit = TinyViT()
+    drawn = figures.draw_run_figures(vit, loader, CLASSES, vit_dir, _confusion(vit, loader))
     sizes = {p.name: _size(p) for p in drawn}
     assert sizes == {"confusion.png": (700, 600), "filters.png": (600, 600), "attention.png": (800, 400),
                      "positions.png": (600, 600)}
     cnn = nn.Sequential(nn.Conv2d(3, 5, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3))
-    drawn = figures.draw_run_figures(cnn, loader, CLASSES, cnn_dir, torch.autocast("cpu", enabled=False))
+    drawn = figures.draw_run_figures(cnn, loader, CLASSES, cnn_dir, _confusion(cnn, loader))
     assert sorted(p.name for p in drawn) == ["confusion.png", "filters.png"]
 
 
@@ -91,7 +109,8 @@ def test_a_figure_that_fails_warns_in_one_line_and_the_others_are_still_drawn(tm
         def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
             raise RuntimeError("no maps today\nsecond line")
 
-    drawn = figures.draw_run_figures(Broken(), _loader(), CLASSES, tmp_path, torch.autocast("cpu", enabled=False))
+    broken, loader = Broken(), _loader()
+    drawn = figures.draw_run_figures(broken, loader, CLASSES, tmp_path, _confusion(broken, loader))
     assert sorted(p.name for p in drawn) == ["confusion.png", "filters.png", "positions.png"]
     out = capsys.readouterr().out.strip().splitlines()
     assert out == ["warning: could not draw attention.png (RuntimeError: no maps today); the run itself is saved"]
