@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from common import bench, bench_data, report, runlog, system
+from common import bench, bench_data, registry, report, runlog, system
 from common.cache import IMAGE_EXTENSIONS
 from common.datasets import IMAGENETTE_WNIDS
 
@@ -128,13 +128,13 @@ def train_part(folders: list[str], data: Path, tiny: bool, runs_dir: Path, data_
             continue
         epochs = 1 if tiny else TRAIN_EPOCHS.get(folder, DEFAULT_TRAIN_EPOCHS)
         where = runs_dir / folder
-        cmd = [sys.executable, str(report.REPO / folder / "train.py"), f"--NUM_EPOCHS={epochs}",
+        cmd = [sys.executable, str(registry.REPO / folder / "train.py"), f"--NUM_EPOCHS={epochs}",
                f"--DATA_PATH={data}", f"--RUNS_DIR={where}", *([f"--DATA_DIR={data_dir}"] if data_dir else []),
                *(TINY_SETTINGS if tiny else [])]
         print(f"train: {shlex.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, cwd=report.REPO, capture_output=True, text=True, timeout=max(left, 30))
+            proc = subprocess.run(cmd, cwd=registry.REPO, capture_output=True, text=True, timeout=max(left, 30))
             code, tail = proc.returncode, (proc.stdout + proc.stderr).strip().splitlines()[-3:]
         except subprocess.TimeoutExpired:
             code, tail = None, [f"stopped after {max(left, 30):.0f} s (the train part's budget)"]
@@ -295,7 +295,7 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cpu") if args.tiny else system.pick_device("auto", 0)
     system.setup_device(device)
     models = report.discover()
-    folders = [f for f in models if (report.REPO / f / "train.py").exists()]
+    folders = [f for f in models if (registry.REPO / f / "train.py").exists()]
     if args.folders:
         unknown = set(args.folders) - set(folders)
         if unknown:
@@ -305,7 +305,7 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
     compile_names = set(names) if args.compile == "all" else set(filter(None, args.compile.split(",")))
     workers = args.workers or (0 if args.tiny else min(8, os.cpu_count() or 1))
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_path = args.out or report.REPO / "runs" / "gpu_check" / f"{stamp}.json"
+    out_path = args.out or registry.REPO / "runs" / "gpu_check" / f"{stamp}.json"
     runs_dir = args.runs_dir or out_path.parent / f"{stamp}-runs"
     budget = {k: v * args.budget_scale for k, v in BUDGET_S.items()}
     results: dict[str, Any] = {

@@ -8,6 +8,8 @@ by listing, so a new architecture is known by existing (as in tests/test_models.
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -50,17 +52,18 @@ def class_name(wnid: str) -> str:
     return CLASS_NAMES.get(wnid, wnid)
 
 
+def models() -> dict[str, dict[str, Callable[..., nn.Module]]]:
+    """{folder: its model.py's MODELS} for every ``*/model.py`` of the repository, in name order."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return {p.parent.name: importlib.import_module(f"{p.parent.name}.model").MODELS
+            for p in sorted(REPO.glob("*/model.py"))}
+
+
 @cache
 def folders() -> dict[str, str]:
     """ARCH name -> the folder whose model.py MODELS holds it."""
-    found: dict[str, str] = {}
-    for path in sorted(REPO.glob("*/model.py")):
-        try:
-            models = importlib.import_module(f"{path.parent.name}.model").MODELS
-        except (ImportError, AttributeError):  # a folder being written, or without MODELS
-            continue
-        found.update({name: path.parent.name for name in models})
-    return found
+    return {name: folder for folder, builders in models().items() for name in builders}
 
 
 def folder_of(arch: str) -> str | None:

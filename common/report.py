@@ -14,8 +14,6 @@ itself, so a new architecture folder appears here without a change.
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +22,9 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from common import registry
 from common.registry import paper
 
-REPO = Path(__file__).resolve().parents[1]
 Builder = Callable[..., nn.Module]
 
 # Input side at which each paper counts its cost: AlexNet's 227 (its "224" is an erratum), else 224.
@@ -38,11 +36,8 @@ MARKERS = ("<!-- models:begin -->", "<!-- models:end -->")
 # ----------------------------------------------------------------------------- the models
 
 def discover() -> dict[str, dict[str, Builder]]:
-    """{folder: its model.py's MODELS} for every ``*/model.py`` of the repository, in name order."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    return {p.parent.name: importlib.import_module(f"{p.parent.name}.model").MODELS
-            for p in sorted(REPO.glob("*/model.py"))}
+    """{folder: its model.py's MODELS} (common.registry finds them)."""
+    return registry.models()
 
 
 def find(name: str, models: dict[str, dict[str, Builder]] | None = None) -> tuple[str, Builder]:
