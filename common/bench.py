@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from common import config as config_lib
-from common import recipe, report, script, trainer
+from common import recipe, registry, report, script, trainer
 from common.bench_data import torchvision_loader
 from common.cache import ImageSet
 
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table(rows))
     for line in target_lines(verdicts(rows)):
         print(line)
-    path = args.csv or report.REPO / "runs" / "bench" / f"{args.model}_{rows[0]['size']}px.csv"
+    path = args.csv or registry.REPO / "runs" / "bench" / f"{args.model}_{rows[0]['size']}px.csv"
     write_csv(rows, path)
     print(f"wrote {path}")
 
