@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from common import config as config_lib
-from common import recipe, registry, report, script, trainer
+from common import data, recipe, registry, report, script, trainer
 from common.bench_data import torchvision_loader
 from common.cache import ImageSet
 
@@ -218,7 +218,7 @@ def bench_model(name: str, data: Path, *, size: int = 0, batch: int = 0, compile
     argv += [f"--DATA_DIR={data_dir}"] if data_dir else []
     cfg, build, module = configure(name, argv)
     with contextlib.redirect_stdout(io.StringIO()):
-        train_set, _ = script.load_data(cfg)
+        train_set, _ = data.load_data(cfg)
     workers = workers or min(8, os.cpu_count() or 1)
     rows: list[dict[str, Any]] = []
     timing = {"warmup": warmup, "seconds": seconds, "max_steps": max_steps, "rounds": rounds}

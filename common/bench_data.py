@@ -37,7 +37,7 @@ from PIL import Image
 
 from common.cache import IMAGE_EXTENSIONS, build_cache, typical_short_side
 from common.loader import IMAGENET_MEAN, IMAGENET_STD, BatchLoader
-from common.script import cache_dim
+from common.data import cache_dim
 
 SCALE = (0.35, 1.0)  # RandomResizedCrop's area range: the project's default in both ways
 SIZES = ((213, 160), (160, 213))  # (width, height) of generated images, as in imagenette2-160

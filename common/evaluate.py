@@ -4,7 +4,7 @@
     python -m common.evaluate A/best.pt B/best.pt --views 10crop --scales 1,1.25 [--data PATH]
 
 Each checkpoint is evaluated with its own constants (image size, centre crop) on the validation
-set its train.py used, loaded through the same decoded cache (common/script.load_data), with any
+set its train.py used, loaded through the same decoded cache (common/data.load_data), with any
 of the trainer's evaluation views (common/loader.py: center, flip, 5crop, 10crop, at several
 scales). Several checkpoints are also combined as VGG's paper combined its nets (Simonyan &
 Zisserman, arXiv:1409.1556, Sec. 4.3: "we combine the outputs of several models by averaging
@@ -25,6 +25,7 @@ import torch.nn as nn
 from common import system
 from common.checkpoint import TrainingError
 from common.config import ConfigError
+from common.data import load_data
 from common.datasets import DataError
 from common.loader import EVAL_VIEWS, BatchLoader
 from common import registry
@@ -37,8 +38,6 @@ def val_loader_for(cfg: dict[str, Any], device: torch.device, data_path: str = "
                    scales: Sequence[float] = (1.0,), batch_size: int = BATCH_SIZE) -> BatchLoader:
     """The validation images of the run ``cfg`` describes, as its trainer evaluated them (the same
     cache, eval size and crop), with ``views`` at ``scales``; DATA_PATH overridable."""
-    from common.script import load_data
-
     # The run's own cache (sized for its EVAL_SCALES), unless a larger scale needs more pixels.
     cfg = {**cfg, "EVAL_SCALES": (*cfg.get("EVAL_SCALES", (1.0,)), *scales)}
     if data_path:

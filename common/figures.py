@@ -3,7 +3,7 @@
     python -m common.figures activations --out alexnet/activations.png
     python -m common.figures run runs/vgg11_bn/<run>/best.pt [--data PATH] [--out DIR]  # a run's, again
 
-At the end of a run the trainer calls ``draw_run_figures`` (rank 0), which writes beside
+At the end of a run its train.py (common.script, rank 0) calls ``draw_run_figures``, which writes beside
 curves.png, each from one pass over the validation images already in memory:
 
   confusion.png   the confusion matrix, classes by name (Imagenette's WordNet ids translated)
@@ -89,11 +89,6 @@ def plot_activations(out: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- confusion matrix
-
-def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(true, predicted) counts, on the tensors' device (common.trainer.evaluate sums them)."""
-    return torch.bincount(labels * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
-
 
 def plot_confusion(matrix: torch.Tensor, classes: Sequence[str], out: Path, title: str = "") -> Path:
     """Rows: the true class; columns: the prediction; shade: the row's fraction, counts written."""

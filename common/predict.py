@@ -33,7 +33,7 @@ def prepare(path: Path, cfg: dict[str, Any], device: torch.device | str = "cpu")
     """(1, 3, d, d) normalised, as the run's validation images were."""
     from PIL import Image, UnidentifiedImageError
 
-    from common.script import cache_dim
+    from common.data import cache_dim
 
     if not path.is_file():
         raise NotAnImage(f"{path}: no such file")

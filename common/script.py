@@ -7,7 +7,6 @@ network. Errors end the program with one line (exit 2 for a constant, 1 otherwis
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -20,12 +19,13 @@ import torch.nn as nn
 
 from common import checkpoint as ckpt_lib
 from common import config as config_lib
-from common import pretrained, recipe, system
-from common.cache import ImageSet, build_cache, check_class_folders, typical_short_side
+from common import figures, pretrained, recipe, system
+from common.cache import ImageSet
 from common.checkpoint import TrainingError
-from common.datasets import DATA_ROOT, DataError, prepare_dataset
+from common.data import load_data
+from common.datasets import DataError
 from common.files import user_path
-from common.loader import BatchTransform
+from common.loader import BatchLoader, BatchTransform
 from common.optim import ParamOptions
 from common.trainer import fit
 
@@ -166,34 +166,18 @@ def _train_once(cfg: dict[str, Any], build_model: BuildModel, train_set: ImageSe
                   + (f"; {', '.join(kept)} kept at their own initialisation ({train_set.num_classes} "
                      f"classes, not 1,000)" if kept else ""), flush=True)
     transforms = batch_transforms(cfg, train_set) if batch_transforms else ()
-    return fit(model, train_set, val_set, cfg, name=name, param_options=param_options,
-               batch_transforms=transforms)
+    summary = fit(model, train_set, val_set, cfg, name=name, param_options=param_options,
+                  batch_transforms=transforms)
+    if not summary["interrupted"] and system.dist_env()[0] == 0:
+        draw_figures(model, val_set, cfg, summary)
+    return summary
 
 
-def cache_dim(cfg: dict[str, Any], source_side: int) -> int:
-    """Side of the decoded cache: CACHE_DIM, or twice the larger image side, capped at the
-    source's typical short side, never below the image side; rounded up to a multiple of 16.
-
-    Twice: a random crop of a third of the image is then still downscaled, not blown up, so it
-    stays sharp (on Imagenette at 64 px a 128 px cache did better than a 112 px one in our runs),
-    and bilinear sampling at no more than 2x downscale needs no extra anti-aliasing. Capped:
-    storing more pixels than the photos have buys nothing.
-    """
-    if cfg.get("CACHE_DIM"):
-        return cfg["CACHE_DIM"]
-    eval_dim = (cfg.get("EVAL_IMAGE_DIM") or cfg["IMAGE_DIM"]) * max(cfg.get("EVAL_SCALES", (1.0,)))
-    need = max(cfg["IMAGE_DIM"], round(eval_dim))
-    return 16 * math.ceil(max(need, min(2 * need, source_side)) / 16)
-
-
-def load_data(cfg: dict[str, Any]) -> tuple[ImageSet, ImageSet]:
-    """The dataset the constants name, as two in-memory uint8 sets (decoded once, then cached)."""
-    root = user_path(cfg["DATA_DIR"]) if cfg["DATA_DIR"] else DATA_ROOT
-    source = user_path(cfg["DATA_PATH"]) if cfg["DATA_PATH"] else None
-    folder = prepare_dataset(cfg["DATASET"], cfg["DATASET_SIZE"], root, source=source)
-    check_class_folders(folder)  # names and counts only: before a long decode, not after it
-    res = cache_dim(cfg, typical_short_side(folder, "train"))
-    cache_dir = root / "cache"
-    train_set = build_cache(folder, "train", res, cache_dir, workers=cfg["DECODE_WORKERS"])
-    val_set = build_cache(folder, "val", res, cache_dir, workers=cfg["DECODE_WORKERS"])
-    return train_set, val_set
+def draw_figures(model: nn.Module, val_set: ImageSet, cfg: dict[str, Any], summary: dict[str, Any]) -> None:
+    """A finished run's figures beside its curves: confusion matrix, first-layer filters (ViT:
+    attention, positions). Never raises: a figure must not cost the run."""
+    device = next(model.parameters()).device
+    loader = BatchLoader(val_set, figures.N_ATTENTION_IMAGES, train=False, device=device,
+                         image_dim=cfg["EVAL_IMAGE_DIM"] or cfg["IMAGE_DIM"], eval_crop=cfg["EVAL_CROP"])
+    figures.draw_run_figures(model, loader, list(val_set.classes), Path(summary["run_dir"]),
+                             summary.get("confusion"))

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from common import checkpoint as ckpt_lib
 from common import config as config_lib
-from common import figures, optim, recipe, runlog, system
+from common import optim, recipe, runlog, system
 from common.cache import ImageSet
 from common.checkpoint import TrainingError
 from common.files import rel, user_path
@@ -97,8 +97,6 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str,
             _end_epoch(run, epoch, train_time)
             if system.agree([stop.requested], run.device, run.world)[0]:  # saved with the epoch
                 return _summary(run, interrupted=True)
-    if run.main_proc:  # confusion matrix, first-layer filters (ViT: attention, positions); never raises
-        figures.draw_run_figures(run.model, run.val_loader, run.classes, run.run_dir, run.confusion)
     return _summary(run, interrupted=False)
 
 
@@ -326,6 +324,8 @@ def _summary(run: Run, interrupted: bool) -> dict[str, Any]:
     summary: dict[str, Any] = {"run_dir": str(run.run_dir), "interrupted": interrupted}
     if interrupted:
         return summary
+    if run.confusion is not None:  # for the caller's confusion figure (common.figures)
+        summary["confusion"] = run.confusion
     if run.history:
         best = max(run.history, key=lambda h: h["score"])
         summary.update(best_val_top1=best["score"], final_val_top1=run.history[-1]["val_top1"],
@@ -370,7 +370,7 @@ def evaluate(model: nn.Module, loader: BatchLoader, autocast: Any, world: int = 
             loss = F.nll_loss(out, y, reduction="sum")
         hit = out.topk(min(5, out.shape[1]), dim=1).indices == y[:, None]
         if confusion_classes:
-            counts += figures.confusion_matrix(out.argmax(1), y, confusion_classes)
+            counts += confusion_matrix(out.argmax(1), y, confusion_classes)
         sums += torch.stack([loss.double(), hit[:, 0].sum().double(), hit.any(1).sum().double(),
                              torch.tensor(len(y), dtype=torch.float64, device=device)])
     system.all_reduce(sums, world)
@@ -381,6 +381,11 @@ def evaluate(model: nn.Module, loader: BatchLoader, autocast: Any, world: int = 
     if confusion_classes:
         result["confusion"] = system.all_reduce(counts, world).cpu()
     return result
+
+
+def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(true, predicted) counts, on the tensors' device (``evaluate`` sums them)."""
+    return torch.bincount(labels * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
 
 
 # ----------------------------------------------------------------------------- the epoch's sums

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from common import figures
+from common import figures, trainer
 from common.cache import ImageSet
 from common.loader import BatchLoader
 from common.trainer import evaluate
@@ -61,7 +61,7 @@ def test_activation_figure(tmp_path: Path) -> None:
 
 
 def test_confusion_matrix_counts_true_against_predicted() -> None:
-    m = figures.confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
+    m = trainer.confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
     assert m.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from common import checkpoint, optim, recipe, script, system, trainer
+from common import checkpoint, data, optim, recipe, script, system, trainer
 from common.cache import ImageSet
 from common.config import ConfigError, constants, parse_args, parse_value
 from resnet import train as resnet_train
@@ -218,11 +218,11 @@ def test_cache_dim_doubles_the_image_side_but_never_exceeds_the_photos(tiny_imag
     from common.cache import typical_short_side
 
     cfg = {**recipe.SWITCHES, **RESNET_RECIPE, "IMAGE_DIM": 64, "EVAL_IMAGE_DIM": 0}
-    assert script.cache_dim(cfg, source_side=224) == 128
-    assert script.cache_dim({**cfg, "EVAL_IMAGE_DIM": 80}, source_side=224) == 160
-    assert script.cache_dim({**cfg, "IMAGE_DIM": 128, "EVAL_IMAGE_DIM": 160}, source_side=160) == 160
-    assert script.cache_dim(cfg, source_side=50) == 64  # small photos: never below the image side
-    assert script.cache_dim({**cfg, "CACHE_DIM": 96}, source_side=224) == 96
+    assert data.cache_dim(cfg, source_side=224) == 128
+    assert data.cache_dim({**cfg, "EVAL_IMAGE_DIM": 80}, source_side=224) == 160
+    assert data.cache_dim({**cfg, "IMAGE_DIM": 128, "EVAL_IMAGE_DIM": 160}, source_side=160) == 160
+    assert data.cache_dim(cfg, source_side=50) == 64  # small photos: never below the image side
+    assert data.cache_dim({**cfg, "CACHE_DIM": 96}, source_side=224) == 96
     assert typical_short_side(tiny_imagenette, "train") == 16  # make_image_tree's 20x16 JPEGs
 
 
