@@ -275,7 +275,7 @@ def redraw_run(checkpoint: Path, data_path: str = "", device: str = "auto", out:
     model, ckpt = registry.load_model(checkpoint, dev)
     from common.trainer import evaluate
 
-    loader = val_loader_for(ckpt["config"], dev, data_path)
+    loader = val_loader_for(ckpt["config"], dev, data_path, ckpt=ckpt, what=str(checkpoint))
     autocast = system.autocast(dev, system.amp_mode(dev, ckpt["config"].get("AMP", "off")))
     if out:
         out.mkdir(parents=True, exist_ok=True)

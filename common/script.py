@@ -134,9 +134,8 @@ def run(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[str, Any] | Non
     # download and decode while the others wait, with no collective timing out meanwhile (a
     # first download can take longer than NCCL's 10-minute timeout).
     train_set, val_set = load_data(cfg)
-    if ckpt is not None and ckpt.get("num_classes", train_set.num_classes) != train_set.num_classes:
-        raise config_lib.ConfigError(f"RESUME={cfg['RESUME']} was trained on {ckpt['num_classes']} classes, "
-                                     f"this dataset has {train_set.num_classes}: resume on the same data.")
+    if ckpt is not None:  # by name: the same count of other classes would train on wrong labels
+        ckpt_lib.check_classes(ckpt, train_set.classes, f"RESUME={cfg['RESUME']}")
     try:
         for i in range(cfg["SEEDS"]):
             # The fastai leaderboard's protocol: the mean of several runs, which differ by about
