@@ -163,6 +163,7 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
     "cut config.json": lambda d: (d / "config.json").write_text((d / "config.json").read_text()[:20]),
     "random-bytes log.csv": lambda d: (d / "log.csv").write_bytes(bytes(range(256)) * 4),
     "cut log.csv": lambda d: (d / "log.csv").write_text((d / "log.csv").read_text()[:-9]),
+    "log.csv cut in its last number": lambda d: (d / "log.csv").write_text((d / "log.csv").read_text()[:-2]),
     "log.csv line cut in two": lambda d: (d / "log.csv").write_text(
         "\n".join(line[:15] if i == 1 else line for i, line in enumerate((d / "log.csv").read_text().split("\n")))),
 }
