@@ -134,8 +134,12 @@ def run(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[str, Any] | Non
     # download and decode while the others wait, with no collective timing out meanwhile (a
     # first download can take longer than NCCL's 10-minute timeout).
     train_set, val_set = load_data(cfg)
-    if ckpt is not None:  # by name: the same count of other classes would train on wrong labels
+    # By name: the same count of other classes would train (or start) on the wrong labels.
+    if ckpt is not None:
         ckpt_lib.check_classes(ckpt, train_set.classes, f"RESUME={cfg['RESUME']}")
+    elif cfg.get("INIT_FROM"):  # VGG's net A, whose last layer (fc8) is copied in class by class
+        ckpt_lib.check_classes(ckpt_lib.load_checkpoint(user_path(cfg["INIT_FROM"]), "INIT_FROM"),
+                               train_set.classes, f"INIT_FROM={cfg['INIT_FROM']}")
     try:
         for i in range(cfg["SEEDS"]):
             # The fastai leaderboard's protocol: the mean of several runs, which differ by about

@@ -352,3 +352,22 @@ def test_two_processes_asking_for_the_pca_at_once_write_it_once(tmp_path: Path, 
         t.join()
     assert len(results) == 2 and len(computed) == 1 and len(written) == 1
     assert torch.equal(results[0][1], results[1][1])
+
+
+def test_vgg_init_from_a_net_a_of_other_classes_is_refused(tmp_path: Path, capsys) -> None:
+    """VGG's INIT_FROM copies net A's last layer (fc8) row by row: its classes must be the data's."""
+    from common.config import constants
+    from common.recipe import SWITCHES
+    from vgg import train as vgg_train
+
+    cfg = {**SWITCHES, **constants(vgg_train), **vgg_train.RECIPES["tiny"], "RECIPE": "tiny"}
+    net_a = vgg_train.build_model({**cfg, "ARCH": "vgg11_bn"}, 2)
+    ckpt = {"model": net_a.state_dict(), "optimizer": {}, "scheduler": {}, "epoch": 2, "step": 0, "rng": {},
+            "config": {**cfg, "ARCH": "vgg11_bn"}, "history": [], "num_classes": 2, "classes": OTHER}
+    torch.save(ckpt, tmp_path / "a.pt")
+    tree = make_image_tree(tmp_path / "src", wnids=[RED, CYAN], n_train=2, n_val=1, size=(40, 36))
+    line = refusal(lambda: vgg_train.main([f"--INIT_FROM={tmp_path / 'a.pt'}", "--ARCH=vgg13_bn", "--RECIPE=tiny",
+                                           f"--DATA_PATH={tree}", f"--DATA_DIR={tmp_path / 'data'}",
+                                           f"--RUNS_DIR={tmp_path / 'runs'}", "--DEVICE=cpu"]), capsys)
+    assert "INIT_FROM=" in line and OTHER[0] in line and RED in line, line
+    assert not (tmp_path / "runs").exists()
