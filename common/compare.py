@@ -12,6 +12,9 @@ every constant that differs between them except the seed and where the run happe
 device, workers): runs of one configuration over several seeds read as mean ± std; runs of
 other recipes or datasets stay apart, labelled by ARCH, RECIPE, dataset, IMAGE_DIM and epochs
 (and the other constants that set them apart). A run's commands are in its config.json.
+Only finished runs are counted: a run that stopped early (fewer epochs in log.csv than its
+NUM_EPOCHS) and a damaged run folder are left out, each named in a warning, so no mean ever
+pools an unfinished run with finished ones.
 """
 from __future__ import annotations
 

@@ -267,7 +267,7 @@ def draw_run_figures(model: nn.Module, loader: BatchLoader, classes: Sequence[st
 
 def redraw_run(checkpoint: Path, data_path: str = "", device: str = "auto", out: Path | None = None) -> list[Path]:
     """A finished run's figures from its checkpoint, beside it or in ``out`` (for runs made
-    before the trainer drew them)."""
+    before the trainer drew them). Data with other classes than the checkpoint's is refused."""
     from common import registry, system
     from common.evaluate import val_loader_for
 
