@@ -52,7 +52,7 @@ from common.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when the decode below changes, so old caches are rebuilt
+CACHE_VERSION = 2  # bump when the decode below changes, so old caches are rebuilt (2: 16-bit, float)
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 
 
