@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.datasets import DATA_ROOT, DataError, locked
+from common.datasets import DATA_ROOT, DataError, _fmt, locked
 from common.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -379,8 +379,8 @@ def _cache_write_error(e: OSError, npy: Path, need: int) -> DataError:
     """The one line for a cache that cannot be written: a full disk is told how much to free, a
     folder without write permission to change it (errno tells them apart, not the free space)."""
     if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return DataError(f"Could not write the image cache {npy} ({e}). It needs about {need / 2**20:.0f} "
-                         f"MiB free there; free some space or set DATA_DIR to another disk, then run again.")
+        return DataError(f"Could not write the image cache {npy} ({e}). It needs about {_fmt(need)} free "
+                         f"there; free some space or set DATA_DIR to another disk, then run again.")
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return DataError(f"Could not write the image cache into {npy.parent} ({e.strerror}): make that "
                          f"folder writable, or set DATA_DIR to a folder you can write, then run again.")

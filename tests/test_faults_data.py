@@ -308,9 +308,9 @@ def test_an_interrupted_decode_is_not_called_a_source_change(tmp_path: Path, mon
 
 
 @pytest.mark.parametrize("code, said, unsaid", [
-    (errno.EACCES, "make that folder writable", "MiB"),
-    (errno.EROFS, "set DATA_DIR to a folder you can write", "MiB"),
-    (errno.ENOSPC, "MiB free there", "writable"),
+    (errno.EACCES, "make that folder writable", "free"),
+    (errno.EROFS, "set DATA_DIR to a folder you can write", "free"),
+    (errno.ENOSPC, "It needs about 4.5 KiB free there", "writable"),  # 6 images of 16 x 16 x 3 bytes
 ])
 def test_a_cache_that_cannot_be_written_is_told_apart_by_errno(tmp_path: Path, monkeypatch, code: int, said: str,
                                                                 unsaid: str) -> None:
