@@ -120,8 +120,9 @@ def scan(folder: Path, split: str) -> tuple[list[Path], list[int], list[str]]:
     return paths, labels, classes
 
 
-def check_class_folders(folder: Path) -> None:
-    """Check a dataset's class folders before anything is decoded (names and listings only).
+def check_class_folders(folder: Path) -> list[str]:
+    """Check a dataset's class folders before anything is decoded (names and listings only);
+    return the class names, in label order.
 
     Refuses (DataError) train/ and val/ with different class folders, and a class folder in
     train/ without images; warns about a class folder in val/ without images.
@@ -145,6 +146,7 @@ def check_class_folders(folder: Path) -> None:
         if not _has_images(val / c):
             log.warning("%s holds no images (%s): class %s is trained but never validated",
                         val / c, ", ".join(IMAGE_EXTENSIONS), c)
+    return train_classes
 
 
 def _class_folders(folder: Path, split: str) -> tuple[Path, list[str]]:

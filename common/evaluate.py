@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from common import system
-from common.checkpoint import TrainingError, check_classes
+from common.checkpoint import TrainingError
 from common.config import ConfigError
 from common.data import load_data
 from common.datasets import DataError
@@ -42,14 +42,12 @@ def val_loader_for(cfg: dict[str, Any], device: torch.device, data_path: str = "
     cache, eval size and crop), with ``views`` at ``scales``; DATA_PATH overridable.
 
     With ``ckpt`` (named ``what`` in messages), data whose classes are not the checkpoint's, by
-    name, is refused (TrainingError) before a single image is scored."""
+    name, is refused (TrainingError) before it is decoded."""
     # The run's own cache (sized for its EVAL_SCALES), unless a larger scale needs more pixels.
     cfg = {**cfg, "EVAL_SCALES": (*cfg.get("EVAL_SCALES", (1.0,)), *scales)}
     if data_path:
         cfg["DATA_PATH"] = data_path
-    _, val_set = load_data(cfg)
-    if ckpt is not None:
-        check_classes(ckpt, val_set.classes, what)
+    _, val_set = load_data(cfg, ckpt, what)
     return BatchLoader(val_set, batch_size, train=False, image_dim=cfg["EVAL_IMAGE_DIM"] or cfg["IMAGE_DIM"],
                        device=device, eval_crop=cfg["EVAL_CROP"], channels_last=cfg.get("CHANNELS_LAST", False),
                        views=views, scales=tuple(scales))

@@ -97,10 +97,13 @@ def test_resume_refuses_data_with_other_class_names_and_touches_nothing(trained:
 
     before = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()}
     data_dir = trained.parents[2] / "data"
+    cached = sorted(p.name for p in (data_dir / "cache").iterdir())
     line = refusal(lambda: resnet_train.main([f"--RESUME={trained / 'last.pt'}", f"--DATA_PATH={other_classes}",
                                               f"--DATA_DIR={data_dir}", "--DEVICE=cpu"]), capsys)
     assert "RESUME=" in line and OTHER[0] in line and "only in the checkpoint" in line, line
     assert {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()} == before
+    # refused before the decode: the other data was not decoded over the run's own cache
+    assert sorted(p.name for p in (data_dir / "cache").iterdir()) == cached
 
 
 def test_check_classes_by_name_and_by_count_for_old_checkpoints() -> None:
