@@ -119,7 +119,7 @@ def group_runs(run_dirs: Sequence[Path], keys: Sequence[str]) -> dict[str, list[
     unknown = [k for k in keys if runs and not any(k in cfg for _, cfg, _ in runs)]
     if unknown:
         raise ConfigError(f"--group {','.join(unknown)}: no run has such a constant, so every run would be "
-                          f"pooled into one group. Name constants of config.json, e.g. ARCH,SEED.")
+                          f"pooled into one group. Name constants of config.json, e.g. ARCH,ACTIVATION.")
     groups: dict[str, list[list[dict[str, float]]]] = {}
     for run_dir, cfg, rows in runs:
         label = ", ".join(f"{k}={cfg.get(k)}" for k in keys) or run_dir.name
