@@ -10,9 +10,14 @@ Layout written, under ``data/cache/``:
 
 ``check_class_folders`` runs first, on names and listings only: class folders that differ
 between train/ and val/, or a train/ class without images, are refused before a long decode.
-The JSON is written last, so an interrupted build never leaves a cache that looks complete.
-The fingerprint hashes every source file's path, size and mtime: a changed source gives a new
-key, the stale cache is deleted and the cache is rebuilt; an unchanged one is reused as is.
+The JSON is written last, so an interrupted build never leaves a cache that looks complete
+(its leftovers are removed on the next run, and said to be). A cache damaged later (a file cut
+short, invalid JSON, shapes that disagree) is found when it is loaded, named in one warning,
+removed and decoded again. The fingerprint hashes every source file's path, size and mtime: a
+changed source gives a new key, the stale cache is deleted and the cache is rebuilt; an
+unchanged one is reused as is. Files that cannot be read (corrupt, a dangling link, a loop of
+links) are skipped with a warning and listed in the JSON. 16-bit and float images are scaled to
+8 bits by their range (``to_8bit``), not clipped.
 
 Why squash to a square instead of cropping the centre square: every image is resized to
 res x res *whole* and its original width/height ratio is kept beside it. The augmentations in
@@ -24,7 +29,9 @@ anyway.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
 import hashlib
 import json
 import logging
@@ -35,16 +42,17 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from common.datasets import DATA_ROOT, DataError, locked
+from common.datasets import DATA_ROOT, DataError, _fmt, locked
 from common.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when the decode below changes, so old caches are rebuilt
+CACHE_VERSION = 2  # bump when the decode below changes, so old caches are rebuilt (2: 16-bit, float)
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 
 
@@ -112,8 +120,9 @@ def scan(folder: Path, split: str) -> tuple[list[Path], list[int], list[str]]:
     return paths, labels, classes
 
 
-def check_class_folders(folder: Path) -> None:
-    """Check a dataset's class folders before anything is decoded (names and listings only).
+def check_class_folders(folder: Path) -> list[str]:
+    """Check a dataset's class folders before anything is decoded (names and listings only);
+    return the class names, in label order.
 
     Refuses (DataError) train/ and val/ with different class folders, and a class folder in
     train/ without images; warns about a class folder in val/ without images.
@@ -137,6 +146,7 @@ def check_class_folders(folder: Path) -> None:
         if not _has_images(val / c):
             log.warning("%s holds no images (%s): class %s is trained but never validated",
                         val / c, ", ".join(IMAGE_EXTENSIONS), c)
+    return train_classes
 
 
 def _class_folders(folder: Path, split: str) -> tuple[Path, list[str]]:
@@ -190,16 +200,25 @@ def typical_short_side(folder: Path, split: str = "train", samples: int = 32) ->
 
 
 def fingerprint(paths: list[Path], folder: Path, resolution: int) -> str:
-    """Hash of every file's relative path, size and mtime, plus the cache format."""
+    """Hash of every file's relative path, size and mtime, plus the cache format.
+
+    A file that cannot be stat'ed (a dangling symbolic link, a loop of links) is hashed as
+    unreadable, by its error: the decode then skips it with a warning, as any unreadable image.
+    """
     h = hashlib.sha1(f"v{CACHE_VERSION}:{resolution}".encode())
     for p in paths:
-        st = p.stat()
-        h.update(f"{p.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        try:
+            st = p.stat()
+            stamp = f"{st.st_size}\0{st.st_mtime_ns}"
+        except OSError as e:
+            stamp = f"unreadable:{e.errno}"
+        h.update(f"{p.relative_to(folder)}\0{stamp}\n".encode())
     return h.hexdigest()[:16]
 
 
 def decode(path: Path, resolution: int) -> tuple[np.ndarray, float, str]:
-    """Decode one image to (res, res, 3) uint8 RGB; return it, its width/height and its mode."""
+    """Decode one image to (res, res, 3) uint8 RGB; return it, its width/height and its mode
+    (for 16-bit and float images, also how their values were scaled: ``to_8bit``)."""
     from PIL import Image
 
     with Image.open(path) as im:
@@ -208,9 +227,40 @@ def decode(path: Path, resolution: int) -> tuple[np.ndarray, float, str]:
         # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale straight from the DCT coefficients,
         # never below the size asked for: several times faster on the full-size archive.
         im.draft("RGB", (resolution, resolution))
+        if mode in WIDE_MODES:
+            im, mode = to_8bit(im)
         rgb = im.convert("RGB")  # grayscale (L), CMYK and palette images become RGB here
         rgb = rgb.resize((resolution, resolution), Image.BILINEAR)  # PIL's filter antialiases
         return np.asarray(rgb, dtype=np.uint8), aspect, mode
+
+
+# Single-channel modes wider than 8 bits: PIL's convert("RGB") clips their values to 0..255
+# instead of scaling them (a 16-bit PNG comes out almost white, a float TIFF in [0, 1] black).
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+SIXTEEN_BIT = 65535
+
+
+def to_8bit(im: Any) -> tuple[Any, str]:
+    """A 16-bit or float grey image as 8-bit grey (mode L), scaled by the range of its mode, and
+    its mode with the scaling used (for the decode's log).
+
+    I;16 (16-bit PNG, TIFF): 0..65535 -> 0..255. I (32-bit integers, as PIL opens some 16-bit
+    PNGs): the same when its values lie in 0..65535, else its own min..max. F (float TIFF):
+    0..1 -> 0..255 when its values lie in [0, 1], else its own min..max.
+    """
+    from PIL import Image
+
+    a = np.asarray(im, dtype=np.float64)
+    a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if im.mode.startswith("I;16") or (im.mode == "I" and lo >= 0 and hi <= SIXTEEN_BIT):
+        scaled, how = a / SIXTEEN_BIT, "0..65535"
+    elif im.mode == "F" and lo >= 0 and hi <= 1:
+        scaled, how = a, "0..1"
+    else:  # outside the mode's usual range: stretch what is there
+        scaled, how = (a - lo) / (hi - lo) if hi > lo else np.clip(a, 0, 1), "own min..max"
+    grey = np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey), f"{im.mode} ({how})"
 
 
 def _decode_chunk(args: tuple[str, list[tuple[int, str]], int]) -> list[tuple[int, float, str]]:
@@ -280,24 +330,64 @@ def build_cache(folder: Path, split: str, resolution: int, cache_dir: Path = DAT
     fp = fingerprint(paths, folder, resolution)
     cache_dir = Path(cache_dir)
     npy, meta_path = cache_dir / f"{key}-{fp}.npy", cache_dir / f"{key}-{fp}.json"
-    if meta_path.exists() and npy.exists():
-        return _load(npy, meta_path)
+    expect = (len(paths), resolution, classes)
+    try:
+        if meta_path.exists() and npy.exists():
+            return _load(npy, meta_path, expect)
+    except DamagedCache:
+        pass  # removed and decoded again below, under the lock (another run may be doing it)
+    writing = False
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         # another run may be decoding the same split
         with locked(cache_dir, f".{key}.lock", what=f"decoding {key} into {cache_dir}"):
-            if not (meta_path.exists() and npy.exists()):  # ... and may have finished meanwhile
-                for stale in cache_dir.glob(f"{key}-*"):  # same dataset/split/size, older source
-                    log.info("source changed: removing stale cache %s", stale.name)
-                    stale.unlink(missing_ok=True)
+            if not _intact(npy, meta_path, expect):  # ... and may have finished meanwhile
+                writing = True
+                damaged = meta_path.exists()  # _intact said why; a complete cache is no leftover
+                for old in cache_dir.glob(f"{key}-*"):  # same dataset/split/size
+                    if not old.name.startswith(f"{key}-{fp}."):
+                        log.info("source changed: removing stale cache %s", old.name)
+                    elif not damaged:  # ours, but never completed: no source changed
+                        log.info("removing %s, left by an interrupted decode", old.name)
+                    old.unlink(missing_ok=True)
                 _write(npy, meta_path, paths, labels, classes, resolution, workers, key)
     except OSError as e:
-        for p in (npy, meta_path, npy.with_suffix(".npy.tmp")):
-            p.unlink(missing_ok=True)
-        need = len(paths) * resolution * resolution * 3 / 2**20
-        raise DataError(f"Could not write the image cache {npy} ({e}). It needs about {need:.0f} MiB "
-                        f"free there; free some space or move data/ elsewhere, then run again.") from e
-    return _load(npy, meta_path)
+        if writing:
+            for p in (npy, meta_path, npy.with_suffix(".npy.tmp")):
+                with contextlib.suppress(OSError):  # a read-only folder refuses this too: keep the first error
+                    p.unlink(missing_ok=True)
+        raise _cache_write_error(e, npy, len(paths) * resolution * resolution * 3) from e
+    return _load(npy, meta_path, expect)
+
+
+def _intact(npy: Path, meta_path: Path, expect: tuple[int, int, list[str]]) -> bool:
+    """True if the cache is complete and sound; a damaged one is named in a warning (and False)."""
+    if not meta_path.exists():  # none, or an interrupted decode's (the record is written last)
+        return False
+    try:
+        if not npy.exists():
+            raise DamagedCache(f"{npy.name} is missing")
+        _load(npy, meta_path, expect)
+    except DamagedCache as e:
+        log.warning("the image cache %s is damaged (%s): removing it and decoding again", npy.name, e)
+        return False
+    except OSError as e:  # not a write: kept apart from build_cache's handling of those
+        raise DataError(f"Could not read the image cache {npy} ({e}); check that folder's permissions, "
+                        f"or set DATA_DIR to another folder.") from e
+    return True
+
+
+def _cache_write_error(e: OSError, npy: Path, need: int) -> DataError:
+    """The one line for a cache that cannot be written: a full disk is told how much to free, a
+    folder without write permission to change it (errno tells them apart, not the free space)."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return DataError(f"Could not write the image cache {npy} ({e}). It needs about {_fmt(need)} free "
+                         f"there; free some space or set DATA_DIR to another disk, then run again.")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return DataError(f"Could not write the image cache into {npy.parent} ({e.strerror}): make that "
+                         f"folder writable, or set DATA_DIR to a folder you can write, then run again.")
+    return DataError(f"Could not write the image cache {npy} ({e}); set DATA_DIR to another folder, "
+                     f"then run again.")
 
 
 def _write(npy: Path, meta_path: Path, paths: list[Path], labels: list[int], classes: list[str],
@@ -356,15 +446,33 @@ def _write(npy: Path, meta_path: Path, paths: list[Path], labels: list[int], cla
     atomic_write_text(meta_path, json.dumps(meta))  # last: its presence marks the cache complete
 
 
-def _load(npy: Path, meta_path: Path) -> ImageSet:
-    meta = json.loads(meta_path.read_text())
-    # copy-on-write map: pages load lazily, and torch gets a writable array (no warning)
-    images = torch.from_numpy(np.load(npy, mmap_mode="c"))
-    if meta["keep"] is not None:  # drop the rows of skipped files (their slots are zeros)
-        images = images[torch.tensor(meta["keep"], dtype=torch.int64)]
-    return ImageSet(images=images, labels=torch.tensor(meta["labels"], dtype=torch.int64),
-                    aspect=torch.tensor(meta["aspect"], dtype=torch.float32),
-                    classes=meta["classes"], skipped=meta["skipped"], source=npy)
+class DamagedCache(ValueError):
+    """A cache file cut short, not valid JSON, or whose parts disagree with each other or the source."""
+
+
+def _load(npy: Path, meta_path: Path, expect: tuple[int, int, list[str]] | None = None) -> ImageSet:
+    """The cached set; DamagedCache (saying what is wrong) for files cut short, invalid, or that
+    disagree: with each other, or with ``expect`` = (source images, resolution, class names)."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        # copy-on-write map: pages load lazily, and torch gets a writable array (no warning)
+        array = np.load(npy, mmap_mode="c")
+        n, res, classes = expect if expect is not None else (len(array), meta["resolution"], meta["classes"])
+        if array.dtype != np.uint8 or array.shape != (n, res, res, 3):
+            raise ValueError(f"images of shape {array.shape} {array.dtype}, expected ({n}, {res}, {res}, 3) uint8")
+        if meta["version"] != CACHE_VERSION or meta["resolution"] != res or meta["classes"] != classes:
+            raise ValueError("its record names another format, size or classes")
+        images = torch.from_numpy(array)
+        if meta["keep"] is not None:  # drop the rows of skipped files (their slots are zeros)
+            keep = torch.tensor(meta["keep"], dtype=torch.int64)
+            if len(keep) and not 0 <= int(keep.min()) <= int(keep.max()) < n:
+                raise ValueError("its record keeps images it does not hold")
+            images = images[keep]
+        return ImageSet(images=images, labels=torch.tensor(meta["labels"], dtype=torch.int64),
+                        aspect=torch.tensor(meta["aspect"], dtype=torch.float32),
+                        classes=meta["classes"], skipped=meta["skipped"], source=npy)
+    except (ValueError, KeyError, TypeError, EOFError) as e:  # JSONDecodeError, a cut .npy: ValueError
+        raise DamagedCache(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
 
 
 PCA_PIXELS_PER_IMAGE = 64  # rgb_pca's sample: this many pixels of every image
@@ -388,14 +496,51 @@ def rgb_pca(data: ImageSet, pixels_per_image: int = PCA_PIXELS_PER_IMAGE,
 
     Computed once per cache: a set loaded from the cache (``data.source``) keeps the result
     beside it as ``<cache>.pca.json`` and later runs read it; a set built in memory is computed
-    each time.
+    each time. One process writes the file (the first to take its lock; DDP ranks and parallel
+    runs share the cache); the others wait and read the complete file.
     """
     saved = data.source.with_suffix(".pca.json") if data.source is not None else None
     how = {"pixels_per_image": pixels_per_image, "seed": seed, "scale": "pixel / 255"}
-    if saved is not None and saved.exists():
+    if saved is None:
+        return _rgb_pca(data, pixels_per_image, seed)
+    found = _read_pca(saved, how)
+    if found is not None:
+        return found
+    # One writer per file: DDP ranks (and parallel runs) share the cache, so the first to take
+    # the lock computes and writes it, and the others then read the complete file.
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(locked(saved.parent, f".{saved.name}.lock", what=f"computing {saved.name}"))
+        except OSError:  # a cache folder we cannot write: compute it, keep nothing
+            return _rgb_pca(data, pixels_per_image, seed)
+        found = _read_pca(saved, how)  # written while this process waited
+        if found is not None:
+            return found
+        eigval, eigvec = _rgb_pca(data, pixels_per_image, seed)
+        with contextlib.suppress(OSError):  # a full disk costs only the saving, not the run
+            atomic_write_text(saved, json.dumps({**how, "pixels": len(data.images) * pixels_per_image,
+                                                 "eigval": eigval.tolist(), "eigvec": eigvec.tolist()}))
+        return eigval, eigvec
+
+
+def _read_pca(saved: Path, how: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The components saved at ``saved`` if they were computed ``how``; None if absent, made
+    otherwise, or damaged (a damaged file is then computed and written again)."""
+    try:
         meta = json.loads(saved.read_text())
         if all(meta.get(k) == v for k, v in how.items()):
-            return torch.tensor(meta["eigval"]), torch.tensor(meta["eigvec"])
+            eigval, eigvec = torch.tensor(meta["eigval"]), torch.tensor(meta["eigvec"])
+            if eigval.shape == (3,) and eigvec.shape == (3, 3):
+                return eigval, eigvec
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        log.warning("%s is damaged (%s): computing it again", saved.name, type(e).__name__)
+    return None
+
+
+def _rgb_pca(data: ImageSet, pixels_per_image: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """rgb_pca's computation, on the images in memory."""
     images = data.images
     n, h, w, _ = images.shape
     if n == 0:
@@ -410,8 +555,4 @@ def rgb_pca(data: ImageSet, pixels_per_image: int = PCA_PIXELS_PER_IMAGE,
     eigval, eigvec = eigval.flip(0).clamp(min=0), eigvec.flip(1)  # largest first
     biggest = eigvec.abs().argmax(0)
     eigvec = eigvec * eigvec[biggest, torch.arange(3)].sign()  # a definite sign per column
-    eigval, eigvec = eigval.float(), eigvec.float()
-    if saved is not None:
-        atomic_write_text(saved, json.dumps({**how, "pixels": len(pixels), "eigval": eigval.tolist(),
-                                             "eigvec": eigvec.tolist()}))
-    return eigval, eigvec
+    return eigval.float(), eigvec.float()

@@ -7,6 +7,7 @@ epoch's sums, every RNG state and the constants; it loads with ``torch.load(weig
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,39 @@ def check_resumable(ckpt: dict[str, Any], cfg: dict[str, Any], world: int) -> No
         print(f"warning: NUM_EPOCHS changed from {saved['NUM_EPOCHS']} to {cfg['NUM_EPOCHS']}: the "
               f"{cfg['LR_SCHEDULE']} schedule is stretched to the new length from here on (the "
               f"learning rate jumps to where the longer schedule would be)")
+
+
+def check_classes(ckpt: dict[str, Any], classes: Sequence[str], what: str) -> None:
+    """Refuse (TrainingError) data whose classes are not, by name and order, those the checkpoint
+    was trained on: its output ``i`` means its class ``i``, so any other list scores or trains it
+    against the wrong labels. ``what`` names the checkpoint in the message (e.g. "RESUME=<path>").
+
+    Checkpoints saved before the class names were kept (no "classes") are compared by count.
+    """
+    classes = [str(c) for c in classes]
+    saved = ckpt.get("classes")
+    if not saved:  # an old checkpoint: the count is all it says
+        count = ckpt.get("num_classes")
+        if count is not None and int(count) != len(classes):
+            raise TrainingError(f"{what} was trained on {count} classes, this data has {len(classes)}: "
+                                f"use the dataset it was trained on (DATA_PATH).")
+        return
+    saved = [str(c) for c in saved]
+    if saved == classes:
+        return
+    only_ckpt = [c for c in saved if c not in classes]
+    only_data = [c for c in classes if c not in saved]
+    why = (f"only in the checkpoint: {_few(only_ckpt)}; only in the data: {_few(only_data)}"
+           if only_ckpt or only_data else "the same names in another order")
+    raise TrainingError(f"{what} was trained on other classes than this data's ({why}; {len(saved)} "
+                        f"there, {len(classes)} here): use the dataset it was trained on (DATA_PATH).")
+
+
+def _few(names: Sequence[str], most: int = 5) -> str:
+    """``names`` for a one-line message: a few, then a count."""
+    if not names:
+        return "none"
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def diverged_message(loss: float, epoch: int, step: int, cfg: dict[str, Any], last_good: Path | None) -> str:

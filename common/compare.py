@@ -12,11 +12,15 @@ every constant that differs between them except the seed and where the run happe
 device, workers): runs of one configuration over several seeds read as mean ± std; runs of
 other recipes or datasets stay apart, labelled by ARCH, RECIPE, dataset, IMAGE_DIM and epochs
 (and the other constants that set them apart). A run's commands are in its config.json.
+Only finished runs are counted: a run that stopped early (fewer epochs in log.csv than its
+NUM_EPOCHS) and a damaged run folder are left out, each named in a warning, so no mean ever
+pools an unfinished run with finished ones.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import re
@@ -30,6 +34,7 @@ from typing import Any
 import torch
 
 from common import registry
+from common.config import ConfigError
 from common.files import atomic_write, atomic_write_text, rel
 
 METRICS = {  # plot name -> (log column, transform, axis label)
@@ -40,11 +45,34 @@ METRICS = {  # plot name -> (log column, transform, axis label)
 }
 
 
+class DamagedRun(ValueError):
+    """A run folder whose config.json or log.csv cannot be read as the trainer writes them."""
+
+
 def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
-    """(constants, log rows as numbers) of one run folder."""
-    made = json.loads((run_dir / "config.json").read_text())
-    with open(run_dir / "log.csv") as f:
-        rows = [{k: float(v) for k, v in r.items() if _is_number(v)} for r in csv.DictReader(f)]
+    """(constants, log rows as numbers) of one run folder; DamagedRun if either file is not what
+    the trainer writes (cut, random bytes, rows of the wrong length)."""
+    try:
+        made = json.loads((run_dir / "config.json").read_text())
+        if not isinstance(made, dict) or not isinstance(made.get("constants", made), dict):
+            raise ValueError("not a JSON object of constants")
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DamagedRun(f"config.json cannot be read ({type(e).__name__})") from None
+    try:
+        text = (run_dir / "log.csv").read_text()
+        if text and not text.endswith("\n"):  # the trainer ends every line: this file was cut
+            raise ValueError("its last line is cut short")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if text and "epoch" not in (reader.fieldnames or []):
+            raise ValueError("no 'epoch' column in its header")
+        rows = []
+        for r in reader:
+            # A cut or garbled line has too few fields (None) or too many (the key None).
+            if None in r or None in r.values():
+                raise ValueError(f"line {reader.line_num} does not have the header's columns")
+            rows.append({k: float(v) for k, v in r.items() if _is_number(v)})
+    except (ValueError, csv.Error) as e:  # UnicodeDecodeError (random bytes) is a ValueError
+        raise DamagedRun(f"log.csv cannot be read ({e})") from None
     return made.get("constants", made), rows
 
 
@@ -56,14 +84,46 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def group_runs(run_dirs: Sequence[Path], keys: Sequence[str]) -> dict[str, list[list[dict[str, float]]]]:
-    """Runs' logs by group label ("KEY=value, ..."), in the order first seen."""
-    groups: dict[str, list[list[dict[str, float]]]] = {}
+def finished(cfg: dict[str, Any], rows: Sequence[dict[str, float]]) -> bool:
+    """True unless the run stopped early: fewer epochs in its log than its NUM_EPOCHS, which is what
+    an interrupted run shows. (A run whose config names no NUM_EPOCHS counts as finished.)"""
+    planned = cfg.get("NUM_EPOCHS")
+    return not (isinstance(planned, int) and len(rows) < planned)
+
+
+def readable_runs(run_dirs: Sequence[Path]) -> list[tuple[Path, dict[str, Any], list[dict[str, float]]]]:
+    """(folder, constants, log rows) of every finished run among ``run_dirs``; each folder left
+    out (damaged, or stopped early) is named in a warning on stderr, so no table ever averages
+    an unfinished run in with finished ones, and one damaged folder does not stop the rest."""
+    kept, unfinished = [], []
     for run_dir in run_dirs:
-        cfg, rows = read_run(run_dir)
-        if rows:
-            label = ", ".join(f"{k}={cfg.get(k)}" for k in keys) or run_dir.name
-            groups.setdefault(label, []).append(rows)
+        try:
+            cfg, rows = read_run(run_dir)
+        except DamagedRun as e:
+            print(f"warning: skipping the damaged run folder {rel(run_dir)}: {e}", file=sys.stderr)
+            continue
+        if not finished(cfg, rows):
+            unfinished.append(f"{rel(run_dir)} ({len(rows)} of {cfg.get('NUM_EPOCHS')} epochs)")
+        elif rows:
+            kept.append((run_dir, cfg, rows))
+    if unfinished:
+        print(f"warning: left out {len(unfinished)} unfinished run(s) (fewer epochs in log.csv than "
+              f"NUM_EPOCHS; resume them to count them): {', '.join(unfinished)}", file=sys.stderr)
+    return kept
+
+
+def group_runs(run_dirs: Sequence[Path], keys: Sequence[str]) -> dict[str, list[list[dict[str, float]]]]:
+    """Finished runs' logs by group label ("KEY=value, ..."), in the order first seen. Refuses
+    (ConfigError) a key that is no constant of any run: it would pool every run into one group."""
+    runs = readable_runs(run_dirs)
+    unknown = [k for k in keys if runs and not any(k in cfg for _, cfg, _ in runs)]
+    if unknown:
+        raise ConfigError(f"--group {','.join(unknown)}: no run has such a constant, so every run would be "
+                          f"pooled into one group. Name constants of config.json, e.g. ARCH,ACTIVATION.")
+    groups: dict[str, list[list[dict[str, float]]]] = {}
+    for run_dir, cfg, rows in runs:
+        label = ", ".join(f"{k}={cfg.get(k)}" for k in keys) or run_dir.name
+        groups.setdefault(label, []).append(rows)
     return groups
 
 
@@ -283,9 +343,9 @@ def cost(cfg: dict[str, Any], num_classes: int = NUM_CLASSES) -> tuple[int | Non
 
 
 def read_runs(paths: Sequence[Path]) -> list[Run]:
+    """The finished runs under ``paths`` (damaged and unfinished ones left out with a warning)."""
     runs = []
-    for path in find_runs(paths):
-        cfg, rows = read_run(path)
+    for path, cfg, rows in readable_runs(find_runs(paths)):
         rows = [r for r in rows if "val_top1" in r]
         if rows:
             runs.append(Run(path, cfg, rows))
@@ -461,6 +521,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     runs = find_runs(args.runs)
     if not runs:
         p.error("none of these folders holds a finished run (config.json and log.csv)")
+    # The figures' folders exist before any table is printed (a missing one is made; one that
+    # cannot be made fails here, with nothing done yet).
+    for out in (args.out if args.plot else None, args.pareto, args.by_year):
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
     if args.group:  # the claims' re-runs: groups named by the caller
         groups = group_runs(runs, [k for k in args.group.split(",") if k])
         print(table(groups, args.until_train_error))

@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from common.cache import ImageSet, build_cache, check_class_folders, typical_short_side
+from common.checkpoint import check_classes
 from common.datasets import DATA_ROOT, prepare_dataset
 from common.files import user_path
 
@@ -29,12 +30,18 @@ def cache_dim(cfg: dict[str, Any], source_side: int) -> int:
     return 16 * math.ceil(max(need, min(2 * need, source_side)) / 16)
 
 
-def load_data(cfg: dict[str, Any]) -> tuple[ImageSet, ImageSet]:
-    """The dataset the constants name, as two in-memory uint8 sets (decoded once, then cached)."""
+def load_data(cfg: dict[str, Any], ckpt: dict[str, Any] | None = None,
+              what: str = "the checkpoint") -> tuple[ImageSet, ImageSet]:
+    """The dataset the constants name, as two in-memory uint8 sets (decoded once, then cached).
+
+    ``ckpt``: the checkpoint that meets this data (named ``what`` in messages); data whose
+    classes are not the ones it was trained on, by name, is refused before the decode."""
     root = user_path(cfg["DATA_DIR"]) if cfg["DATA_DIR"] else DATA_ROOT
     source = user_path(cfg["DATA_PATH"]) if cfg["DATA_PATH"] else None
     folder = prepare_dataset(cfg["DATASET"], cfg["DATASET_SIZE"], root, source=source)
-    check_class_folders(folder)  # names and counts only: before a long decode, not after it
+    classes = check_class_folders(folder)  # names and counts only: before a long decode, not after it
+    if ckpt is not None:
+        check_classes(ckpt, classes, what)
     res = cache_dim(cfg, typical_short_side(folder, "train"))
     cache_dir = root / "cache"
     train_set = build_cache(folder, "train", res, cache_dir, workers=cfg["DECODE_WORKERS"])

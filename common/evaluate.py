@@ -9,7 +9,8 @@ of the trainer's evaluation views (common/loader.py: center, flip, 5crop, 10crop
 scales). Several checkpoints are also combined as VGG's paper combined its nets (Simonyan &
 Zisserman, arXiv:1409.1556, Sec. 4.3: "we combine the outputs of several models by averaging
 their soft-max class posteriors"): each member's probabilities, averaged over its views, are
-averaged over the members. Members must share the validation set (the same classes and images).
+averaged over the members. Members must share the validation set (the same classes and images),
+and each member's classes must be the data's, by name (common.checkpoint.check_classes).
 """
 from __future__ import annotations
 
@@ -35,14 +36,18 @@ BATCH_SIZE = 100  # validation images per forward (memory, not results: evaluati
 
 
 def val_loader_for(cfg: dict[str, Any], device: torch.device, data_path: str = "", views: str = "center",
-                   scales: Sequence[float] = (1.0,), batch_size: int = BATCH_SIZE) -> BatchLoader:
+                   scales: Sequence[float] = (1.0,), batch_size: int = BATCH_SIZE, *,
+                   ckpt: dict[str, Any] | None = None, what: str = "the checkpoint") -> BatchLoader:
     """The validation images of the run ``cfg`` describes, as its trainer evaluated them (the same
-    cache, eval size and crop), with ``views`` at ``scales``; DATA_PATH overridable."""
+    cache, eval size and crop), with ``views`` at ``scales``; DATA_PATH overridable.
+
+    With ``ckpt`` (named ``what`` in messages), data whose classes are not the checkpoint's, by
+    name, is refused (TrainingError) before it is decoded."""
     # The run's own cache (sized for its EVAL_SCALES), unless a larger scale needs more pixels.
     cfg = {**cfg, "EVAL_SCALES": (*cfg.get("EVAL_SCALES", (1.0,)), *scales)}
     if data_path:
         cfg["DATA_PATH"] = data_path
-    _, val_set = load_data(cfg)
+    _, val_set = load_data(cfg, ckpt, what)
     return BatchLoader(val_set, batch_size, train=False, image_dim=cfg["EVAL_IMAGE_DIM"] or cfg["IMAGE_DIM"],
                        device=device, eval_crop=cfg["EVAL_CROP"], channels_last=cfg.get("CHANNELS_LAST", False),
                        views=views, scales=tuple(scales))
@@ -81,7 +86,7 @@ def evaluate(checkpoints: Sequence[Path], views: str = "center", scales: Sequenc
     for path in checkpoints:
         model, ckpt = load_model(path, dev)
         cfg = ckpt["config"]
-        loader = val_loader_for(cfg, dev, data_path, views, scales)
+        loader = val_loader_for(cfg, dev, data_path, views, scales, ckpt=ckpt, what=str(path))
         autocast = system.autocast(dev, system.amp_mode(dev, cfg.get("AMP", "off")))
         probs, labels = probabilities(model, loader, autocast)
         classes = list(ckpt.get("classes") or [])

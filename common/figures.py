@@ -267,7 +267,7 @@ def draw_run_figures(model: nn.Module, loader: BatchLoader, classes: Sequence[st
 
 def redraw_run(checkpoint: Path, data_path: str = "", device: str = "auto", out: Path | None = None) -> list[Path]:
     """A finished run's figures from its checkpoint, beside it or in ``out`` (for runs made
-    before the trainer drew them)."""
+    before the trainer drew them). Data with other classes than the checkpoint's is refused."""
     from common import registry, system
     from common.evaluate import val_loader_for
 
@@ -275,7 +275,7 @@ def redraw_run(checkpoint: Path, data_path: str = "", device: str = "auto", out:
     model, ckpt = registry.load_model(checkpoint, dev)
     from common.trainer import evaluate
 
-    loader = val_loader_for(ckpt["config"], dev, data_path)
+    loader = val_loader_for(ckpt["config"], dev, data_path, ckpt=ckpt, what=str(checkpoint))
     autocast = system.autocast(dev, system.amp_mode(dev, ckpt["config"].get("AMP", "off")))
     if out:
         out.mkdir(parents=True, exist_ok=True)

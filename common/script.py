@@ -133,10 +133,7 @@ def run(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[str, Any] | Non
     # Every rank prepares the data before the process group exists: file locks let one process
     # download and decode while the others wait, with no collective timing out meanwhile (a
     # first download can take longer than NCCL's 10-minute timeout).
-    train_set, val_set = load_data(cfg)
-    if ckpt is not None and ckpt.get("num_classes", train_set.num_classes) != train_set.num_classes:
-        raise config_lib.ConfigError(f"RESUME={cfg['RESUME']} was trained on {ckpt['num_classes']} classes, "
-                                     f"this dataset has {train_set.num_classes}: resume on the same data.")
+    train_set, val_set = load_data(cfg, *_trained_on(cfg, ckpt))
     try:
         for i in range(cfg["SEEDS"]):
             # The fastai leaderboard's protocol: the mean of several runs, which differ by about
@@ -151,6 +148,18 @@ def run(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[str, Any] | Non
         return summary
     finally:
         system.close_distributed()
+
+
+def _trained_on(cfg: dict[str, Any], ckpt: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str]:
+    """The classes of the checkpoint this run starts from, to be checked against the data by name
+    (the same count of other classes would train on the wrong labels), and its constant: RESUME,
+    or VGG's INIT_FROM (net A's last layer, fc8, is copied in class by class)."""
+    if ckpt is not None:
+        return {k: ckpt.get(k) for k in ("classes", "num_classes")}, f"RESUME={cfg['RESUME']}"
+    if cfg.get("INIT_FROM"):
+        init = ckpt_lib.load_checkpoint(user_path(cfg["INIT_FROM"]), "INIT_FROM")
+        return {k: init.get(k) for k in ("classes", "num_classes")}, f"INIT_FROM={cfg['INIT_FROM']}"
+    return None, ""
 
 
 def _train_once(cfg: dict[str, Any], build_model: BuildModel, train_set: ImageSet, val_set: ImageSet,
