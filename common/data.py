@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from common.cache import ImageSet, build_cache, check_class_folders, typical_short_side
+from common.config import check_folder
 from common.datasets import DATA_ROOT, prepare_dataset
 from common.files import user_path
 
@@ -32,6 +33,7 @@ def cache_dim(cfg: dict[str, Any], source_side: int) -> int:
 def load_data(cfg: dict[str, Any]) -> tuple[ImageSet, ImageSet]:
     """The dataset the constants name, as two in-memory uint8 sets (decoded once, then cached)."""
     root = user_path(cfg["DATA_DIR"]) if cfg["DATA_DIR"] else DATA_ROOT
+    check_folder("DATA_DIR", root)  # a file or a read-only folder: one line now, not a failed clean-up later
     source = user_path(cfg["DATA_PATH"]) if cfg["DATA_PATH"] else None
     folder = prepare_dataset(cfg["DATASET"], cfg["DATASET_SIZE"], root, source=source)
     check_class_folders(folder)  # names and counts only: before a long decode, not after it
