@@ -59,9 +59,9 @@ def _loaded(module: str, name: str) -> type[BaseException] | None:
 
 def os_message(e: OSError) -> str:
     """One line for an OS-level failure: the path it names and what to do."""
-    path = e.filename2 if e.errno == errno.EXDEV and e.filename2 else e.filename
-    if path is None:
-        return f"{e.strerror or e}" if e.strerror else str(e)
+    path = e.filename
+    if path is None:  # no path to name (a socket, a pipe): the system's own words
+        return e.strerror or str(e)
     advice = _ADVICE.get(e.errno or 0)
     return advice.format(path=os.fsdecode(path)) if advice else f"{os.fsdecode(path)}: {e.strerror or e}"
 
