@@ -195,7 +195,7 @@ def check_cache_room(cfg: dict[str, Any], data_root: Path, device: torch.device)
             side = typical_short_side(source, "train") or side
     if not images:
         return
-    dim = cache_dim(cfg, side or 2 * max(cfg["IMAGE_DIM"], cfg["EVAL_IMAGE_DIM"]))  # no side: its largest
+    dim = cache_dim(cfg, side)  # side unknown ("full", an archive): 0, the least the cache can be
     need = images * dim * dim * 3
     size = f"the image cache needs about {need / 2**30:.1f} GiB ({images:,} images at {dim} px)"
     fix = "lower IMAGE_DIM, EVAL_IMAGE_DIM or CACHE_DIM"
