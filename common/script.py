@@ -24,9 +24,8 @@ import torch.nn as nn
 from common import checkpoint as ckpt_lib
 from common import config as config_lib
 from common import errors, figures, pretrained, recipe, registry, runlog, system
-from common.cache import ImageSet
+from common.cache import IMAGE_EXTENSIONS, ImageSet, typical_short_side
 from common.checkpoint import TrainingError
-from common.cache import IMAGE_EXTENSIONS, typical_short_side
 from common.data import cache_dim, load_data
 from common.datasets import DATA_ROOT
 from common.files import user_path
