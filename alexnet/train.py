@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from any folder, no PYTHONPATH
 
-from alexnet.model import ACTIVATIONS, INITS, MIN_INPUT, MODELS, TORCHVISION, from_torchvision  # noqa: E402
+from alexnet.model import ACTIVATIONS, ALEXNET_CONFIGS, INITS, MIN_INPUT, MODELS, TORCHVISION, from_torchvision  # noqa: E402
 from common import script  # noqa: E402
 from common.augment import pca_lighting  # noqa: E402
 from common.cache import rgb_pca  # noqa: E402
@@ -106,6 +106,9 @@ def batch_transforms(cfg: dict, train_set) -> list:
 # A size the chosen ARCH cannot take (alexnet at 63..66) is refused by the network's own check on
 # the meta device, also before any data work.
 smallest = min(MIN_INPUT.values())  # lower case: not a constant to override
+# The fewest maps a layer has per tower (conv1: 96 over two towers, Sec. 3.2): a smaller WIDTH
+# leaves layers at model.scaled's floor, a network of a few hundred weights.
+_NARROWEST = min(s.out_channels for s in ALEXNET_CONFIGS["paper"]) // 2
 RULES = {
     "ARCH": (lambda v: v in MODELS, ", ".join(MODELS)),
     "ACTIVATION": (lambda v: v in ACTIVATIONS, " or ".join(ACTIVATIONS) + " (Sec. 3.1, Fig. 1)"),
@@ -113,7 +116,8 @@ RULES = {
     "IMAGE_DIM": (lambda v: v >= smallest,
                   f"at least {smallest} pixels ({MIN_INPUT['alexnet']} for alexnet and alexnet_one_tower)"),
     "EVAL_IMAGE_DIM": (lambda v: v == 0 or v >= smallest, f"0 (= IMAGE_DIM) or at least {smallest} pixels"),
-    "WIDTH": (lambda v: v > 0, "a positive multiplier (1 = the paper)"),
+    "WIDTH": (lambda v: v * _NARROWEST >= 1, f"at least 1/{_NARROWEST} = {1 / _NARROWEST:.4g}, so that conv1's "
+              f"{_NARROWEST} maps per tower keep a channel of their own (1 = the paper)"),
     "DROPOUT": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "PCA_LIGHTING": (lambda v: v >= 0, "0 (off) or a positive std (the paper: 0.1)"),
 }

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from common import config as config_lib
-from common import data, recipe, registry, report, script, trainer
+from common import data, errors, recipe, registry, report, script, trainer
 from common.bench_data import torchvision_loader
 from common.cache import ImageSet
 
@@ -349,6 +349,7 @@ def parse_compiles(text: str) -> tuple[bool, ...]:
     return tuple(choices[p] for p in parts)
 
 
+@errors.entry_point
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a builder name of any MODELS dict (e.g. resnet18)")

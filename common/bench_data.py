@@ -35,9 +35,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from common import errors, registry
 from common.cache import IMAGE_EXTENSIONS, build_cache, typical_short_side
 from common.loader import IMAGENET_MEAN, IMAGENET_STD, BatchLoader
 from common.data import cache_dim
+from common.datasets import DataError
 
 SCALE = (0.35, 1.0)  # RandomResizedCrop's area range: the project's default in both ways
 SIZES = ((213, 160), (160, 213))  # (width, height) of generated images, as in imagenette2-160
@@ -162,7 +164,8 @@ def bench_cache(folder: Path, image_dim: int, batch_size: int, workers: int, dev
     return build_s, setup_s, runs
 
 
-def main() -> None:
+@errors.entry_point
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", type=Path, help="an extracted dataset holding train/<class>/<image>")
     parser.add_argument("--image-dim", type=int, default=64, help="side of the training crops, pixels")
@@ -173,9 +176,11 @@ def main() -> None:
     parser.add_argument("--generate", type=int, default=2000, help="JPEGs to generate when no --folder")
     parser.add_argument("--model", default="", help="also train this torchvision model (e.g. resnet18) "
                         "on every batch: the throughput a training run would see")
-    args = parser.parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
+    args = parser.parse_args(argv)
+    if args.folder is not None and not (args.folder / "train").is_dir():
+        raise DataError(f"--folder {args.folder} has no train/ folder of class folders: give an extracted "
+                        f"dataset (e.g. data/imagenette2-160), or leave --folder out to time generated JPEGs")
+    device = registry.device(args.device)
 
     with tempfile.TemporaryDirectory(prefix="bench-jpegs-") as tmp:
         if args.folder is None:

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from common import registry
+from common import errors, registry
 from common.config import ConfigError
 from common.files import atomic_write, atomic_write_text, rel
 
@@ -500,6 +500,7 @@ def overview(paths: Sequence[Path], target: float) -> tuple[list[Group], str]:
     return groups, results_table(groups, target)
 
 
+@errors.entry_point
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+", type=Path,

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import ast
 import inspect
+import math
+import tempfile
 import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -115,7 +118,33 @@ def usage(defaults: dict[str, Any], prog: str, doc: str, notes: dict[str, str],
 
 
 def check(cfg: dict[str, Any], rules: dict[str, tuple[Callable[[Any], bool], str]]) -> None:
-    """Refuse impossible values: ``rules[NAME] = (is_ok, what_is_allowed)``."""
+    """Refuse impossible values: inf and nan in any number (no rule needs to think of them, and a
+    comparison with nan is always false), then ``rules[NAME] = (is_ok, what_is_allowed)``."""
+    for name, value in cfg.items():
+        numbers = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise ConfigError(f"{name}={value!r} is not possible: a finite number is needed")
     for name, (ok, allowed) in rules.items():
         if name in cfg and not ok(cfg[name]):
             raise ConfigError(f"{name}={cfg[name]!r} is not possible: {allowed}")
+
+
+def check_folder(name: str, path: Path) -> None:
+    """Refuse a constant naming a folder the run writes into (DATA_DIR, RUNS_DIR) that is a file,
+    is read-only, or cannot be made: tried with a real temporary file, since permissions alone
+    do not tell (root writes through them, a read-only mount refuses everyone)."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{name}={path} is a file, not a folder: set {name} to a folder (or move the file)")
+    above = path
+    while not above.exists():  # the nearest existing folder: where the missing ones would be made
+        above = above.parent
+    if not above.is_dir():
+        raise ConfigError(f"{name}={path} cannot be made: {above} is a file, not a folder. Set {name} to "
+                          f"another path.")
+    try:
+        with tempfile.TemporaryFile(dir=above):
+            pass
+    except OSError as e:
+        what = "is not writable" if above == path else f"cannot be made: {above} is not writable"
+        raise ConfigError(f"{name}={path} {what} ({e.strerror or e}). Set {name} to a folder you can "
+                          f"write to.") from None

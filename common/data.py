@@ -10,6 +10,7 @@ from typing import Any
 
 from common.cache import ImageSet, build_cache, check_class_folders, typical_short_side
 from common.checkpoint import check_classes
+from common.config import check_folder
 from common.datasets import DATA_ROOT, prepare_dataset
 from common.files import user_path
 
@@ -37,6 +38,7 @@ def load_data(cfg: dict[str, Any], ckpt: dict[str, Any] | None = None,
     ``ckpt``: the checkpoint that meets this data (named ``what`` in messages); data whose
     classes are not the ones it was trained on, by name, is refused before the decode."""
     root = user_path(cfg["DATA_DIR"]) if cfg["DATA_DIR"] else DATA_ROOT
+    check_folder("DATA_DIR", root)  # a file or a read-only folder: one line now, not a failed clean-up later
     source = user_path(cfg["DATA_PATH"]) if cfg["DATA_PATH"] else None
     folder = prepare_dataset(cfg["DATASET"], cfg["DATASET_SIZE"], root, source=source)
     classes = check_class_folders(folder)  # names and counts only: before a long decode, not after it

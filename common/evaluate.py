@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from common import system
+from common import errors, system
 from common.checkpoint import TrainingError
 from common.config import ConfigError
 from common.data import load_data
@@ -104,6 +104,7 @@ def evaluate(checkpoints: Sequence[Path], views: str = "center", scales: Sequenc
     return results
 
 
+@errors.entry_point
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoints", nargs="+", type=Path, help="last.pt or best.pt files (several: an ensemble)")

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common import errors
 from common.files import atomic_write, rel
 from common.loader import IMAGENET_MEAN, IMAGENET_STD, BatchLoader
 from common.registry import class_name
@@ -284,6 +285,7 @@ def redraw_run(checkpoint: Path, data_path: str = "", device: str = "auto", out:
     return draw_run_figures(model, loader, classes, out or checkpoint.parent, confusion)
 
 
+@errors.entry_point
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="what", required=True)

@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from common import bench, bench_data, registry, report, runlog, system
+from common import bench, bench_data, errors, registry, report, runlog, system
 from common.cache import IMAGE_EXTENSIONS
 from common.datasets import IMAGENETTE_WNIDS
 
@@ -329,6 +329,7 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+@errors.entry_point
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="an extracted dataset (train/, val/), e.g. data/imagenette2-112")

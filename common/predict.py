@@ -18,10 +18,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from common import errors, registry
 from common.cache import ImageSet, decode
-from common.checkpoint import TrainingError
+from common.config import ConfigError
 from common.loader import BatchLoader
-from common import registry
 from common.registry import class_name, load_model
 
 
@@ -32,6 +32,7 @@ class NotAnImage(ValueError):
 def prepare(path: Path, cfg: dict[str, Any], device: torch.device | str = "cpu") -> torch.Tensor:
     """(1, 3, d, d) normalised, as the run's validation images were."""
     from PIL import Image, UnidentifiedImageError
+    from PIL.Image import DecompressionBombError
 
     from common.data import cache_dim
 
@@ -41,6 +42,9 @@ def prepare(path: Path, cfg: dict[str, Any], device: torch.device | str = "cpu")
         with Image.open(path) as im:
             short = min(im.size)
         pixels, aspect, _ = decode(path, cache_dim(cfg, short))
+    except DecompressionBombError as e:  # a header claiming billions of pixels: refused, not decoded
+        raise NotAnImage(f"{path} is refused: {e} (a possible decompression bomb); pass a smaller "
+                         f"image") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise NotAnImage(f"{path} is not an image PIL can read ({type(e).__name__}): pass a JPEG or PNG") from None
     one = ImageSet(torch.from_numpy(pixels.copy())[None], torch.zeros(1, dtype=torch.int64),
@@ -59,19 +63,18 @@ def top_k(model: nn.Module, x: torch.Tensor, classes: Sequence[str], k: int = 5)
     return [(classes[j] if j < len(classes) else str(j), v) for v, j in zip(p.tolist(), i.tolist())]
 
 
+@errors.entry_point
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", type=Path, help="a last.pt or best.pt")
     p.add_argument("images", nargs="+", type=Path, help="JPEG or PNG files")
-    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--top", type=int, default=5, help="how many classes to list (at least 1)")
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda")
     args = p.parse_args(argv)
-    try:
-        device = registry.device(args.device)
-        model, ckpt = load_model(args.checkpoint, device)
-    except TrainingError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    if args.top < 1:
+        raise ConfigError(f"--top={args.top}: list at least 1 class (default 5)")
+    device = registry.device(args.device, flag="--device")
+    model, ckpt = load_model(args.checkpoint, device)
     classes = list(ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])])
     failed = False
     for path in args.images:

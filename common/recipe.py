@@ -65,21 +65,29 @@ def _is_fraction(v: Any) -> bool:
     return 0 < v <= 1
 
 
+# The largest side an image size may ask for: a bound against typos (IMAGE_DIM=100000 once began
+# a 1 TB cache file). No recipe here goes past VGG's 480 px scale jitter; the cache's actual size
+# is checked against the disk and the memory before the download (common.script).
+MAX_DIM = 4096
+
+
+# A train.py's own RULES add to these (common.script checks both): a family narrows a shared
+# range (the smallest IMAGE_DIM its downsampling takes), it cannot lift a shared bound.
 RULES: Rules = {
     "DATASET": (lambda v: v in ("imagenette", "imagewoof"), "imagenette or imagewoof"),
     "DATASET_SIZE": (lambda v: v in ("160", "320", "full"), "160, 320 or full"),
     "NUM_EPOCHS": (lambda v: v >= 1, "at least 1"),
     "BATCH_SIZE": (lambda v: v >= 1, "at least 1"),
-    "IMAGE_DIM": (lambda v: v >= 8, "at least 8 pixels"),
-    "EVAL_IMAGE_DIM": (lambda v: v == 0 or v >= 8, "0 (= IMAGE_DIM) or at least 8 pixels"),
-    "CACHE_DIM": (lambda v: v == 0 or v >= 8, "0 (automatic) or at least 8 pixels"),
+    "IMAGE_DIM": (lambda v: 8 <= v <= MAX_DIM, f"from 8 to {MAX_DIM} pixels"),
+    "EVAL_IMAGE_DIM": (lambda v: v == 0 or 8 <= v <= MAX_DIM, f"0 (= IMAGE_DIM) or from 8 to {MAX_DIM} pixels"),
+    "CACHE_DIM": (lambda v: v == 0 or 8 <= v <= MAX_DIM, f"0 (automatic) or from 8 to {MAX_DIM} pixels"),
     "MIN_SCALE": (_is_fraction, "a fraction in (0, 1]"),
     "EVAL_CROP": (_is_fraction, "a fraction in (0, 1]"),
     "SCALE_JITTER": (lambda v: len(v) == 2 and (tuple(v) == (0, 0) or 1 <= v[0] <= v[1]),
                      "(0, 0) (off: random-resized-crop) or (lo, hi) with 1 <= lo <= hi, the short side "
                      "as a multiple of IMAGE_DIM"),
     "EVAL_VIEWS": (lambda v: v in ("center", "flip", "5crop", "10crop"), "center, flip, 5crop or 10crop"),
-    "EVAL_SCALES": (lambda v: len(v) >= 1 and all(s > 0 for s in v), "one or more positive multiples"),
+    "EVAL_SCALES": (lambda v: len(v) >= 1 and all(0 < s <= 4 for s in v), "one or more multiples in (0, 4] (VGG's test: 1 to 2)"),
     "OPTIMIZER": (lambda v: v in OPTIMIZER_KEYS, ", ".join(OPTIMIZER_KEYS)),
     "LEARNING_RATE": (lambda v: v > 0, "a positive number"),
     "MOMENTUM": (lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -96,7 +104,7 @@ RULES: Rules = {
     "GRAD_CLIP": (lambda v: v >= 0, "0 (off) or a positive norm"),
     "EMA_DECAY": (lambda v: 0 <= v < 1, "0 (off) or in (0, 1), e.g. 0.999"),
     "AMP": (lambda v: v in ("bf16", "fp16", "off"), "bf16, fp16 or off"),
-    "DECODE_WORKERS": (lambda v: v >= 0, "0 (one per core) or more"),
+    "DECODE_WORKERS": (lambda v: v >= 0, "0 (one per core) or more (more than the cores: capped at their number)"),
     "SEEDS": (lambda v: v >= 1, "at least 1 run"),
 }
 

@@ -83,14 +83,24 @@ def year_of(arch: str) -> int | None:
     return paper(folder, arch)[1] if folder else None
 
 
-def device(pref: str = "auto") -> torch.device:
-    """A device for using a model: auto is the GPU if there is one, else the CPU (no warning:
-    evaluating on a CPU is no mistake); anything else as DEVICE takes it."""
+def device(pref: str = "auto", flag: str = "--device") -> torch.device:
+    """A device for using a model, opened: auto is the GPU if there is one, else the CPU (no
+    warning: evaluating on a CPU is no mistake); anything else as DEVICE takes it. A device that
+    cannot be used is a ConfigError naming ``flag``, the option that gave it."""
     from common import system
+    from common.config import ConfigError
 
     if pref == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return system.pick_device(pref, 0)
+    try:
+        if pref.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError("no CUDA GPU is visible")
+        dev = system.pick_device(pref, 0)
+        torch.empty(0, device=dev)  # opened: an index past the GPU count fails here, not later
+    except (RuntimeError, AssertionError, ConfigError) as e:
+        raise ConfigError(f"{flag} {pref}: {str(e).splitlines()[0]}; use {flag} cpu, auto, cuda or "
+                          f"cuda:N with N below the GPU count") from None
+    return dev
 
 
 def build(cfg: dict[str, Any], num_classes: int, device: torch.device | str = "cpu") -> nn.Module:

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import registry
+from common import errors, registry
 from common.registry import paper
 
 Builder = Callable[..., nn.Module]
@@ -278,6 +278,19 @@ def rewrite_between(path: Path, text: str, markers: tuple[str, str] = MARKERS) -
     return new != old
 
 
+def size_message(builder: Builder, name: str, size: int, num_classes: int, e: Exception) -> str:
+    """Why a model cannot take ``size`` px, and the fix: a patch model (ViT) needs a multiple of
+    its patch size, which a larger size does not give; any other model is too small there."""
+    with torch.device("meta"):
+        patch = getattr(builder(num_classes=num_classes), "patch_size", 0)
+    if patch and size % patch:
+        lower, upper = size // patch * patch, (size // patch + 1) * patch
+        return (f"error: {name} cannot take {size} px inputs: the size must be a multiple of its patch size "
+                f"({patch}), e.g. --size {upper}" + (f" or {lower}" if lower else ""))
+    return f"error: {name} cannot take {size} px inputs ({str(e).splitlines()[0]}); use a larger --size"
+
+
+@errors.entry_point
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="?", help="a builder name (e.g. resnet50); none: every model")
@@ -294,8 +307,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             r = measure(builder, size, args.batch, name=args.model, depth=args.depth, num_classes=args.classes)
         except (RuntimeError, ValueError) as e:
-            raise SystemExit(f"error: {args.model} cannot take {size} px inputs ({str(e).splitlines()[0]}); "
-                             f"use a larger --size") from None
+            raise SystemExit(size_message(builder, args.model, size, args.classes, e)) from None
         print(layer_table(r))
         return
     table = models_markdown(all_models())

@@ -3,11 +3,15 @@
 Every check a user's constants can fail runs before any download or decode: unknown names and
 impossible values, a recipe constant the file forgot, an IMAGE_DIM the network cannot take (a
 forward pass on the meta device), a RESUME file that is not a checkpoint or holds another
-network. Errors end the program with one line (exit 2 for a constant, 1 otherwise).
+network or another family's, the device, the folders written to, the cache's size against disk
+and memory. Errors end the program with one line (common.errors: exit 2 for a constant, 1
+otherwise).
 """
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,11 +23,11 @@ import torch.nn as nn
 
 from common import checkpoint as ckpt_lib
 from common import config as config_lib
-from common import figures, pretrained, recipe, system
-from common.cache import ImageSet
+from common import errors, figures, pretrained, recipe, registry, runlog, system
+from common.cache import IMAGE_EXTENSIONS, ImageSet, typical_short_side
 from common.checkpoint import TrainingError
-from common.data import load_data
-from common.datasets import DataError
+from common.data import cache_dim, load_data
+from common.datasets import DATA_ROOT
 from common.files import user_path
 from common.loader import BatchLoader, BatchTransform
 from common.optim import ParamOptions
@@ -34,6 +38,8 @@ BatchTransforms = Callable[[dict[str, Any], ImageSet], Sequence[BatchTransform]]
 Torchvision = tuple[pretrained.Table, pretrained.Rename]  # a model.py's TORCHVISION, from_torchvision
 
 
+@errors.entry_point(interrupted="interrupted: nothing saved since the last checkpoint (a partial "
+                                 "download resumes on the next run)")
 def main(module: ModuleType, build_model: BuildModel, argv: list[str] | None = None, *,
          rules: recipe.Rules | None = None, param_options: ParamOptions | None = None,
          batch_transforms: BatchTransforms | None = None, name: str | None = None,
@@ -45,25 +51,20 @@ def main(module: ModuleType, build_model: BuildModel, argv: list[str] | None = N
     ``batch_transforms(cfg, train_set)`` are the seams of common.optim and common.augment (the
     training set gives its class count, and statistics such as AlexNet's PCA lighting's);
     ``torchvision`` is the model.py's (TORCHVISION, from_torchvision), for PRETRAINED=True.
-    Returns the summary of the last run (of SEEDS runs).
+    Returns the summary of the last run (of SEEDS runs). A run stopped by a signal exits, after
+    its last line, as a shell expects of an interrupted program: 130 after Ctrl-C, 143 after
+    SIGTERM (so ``python resnet/train.py && next`` does not go on).
     """
     argv = sys.argv[1:] if argv is None else argv
     prog = os.path.relpath(module.__file__) if module.__file__ else "train.py"
-    try:
-        cfg, ckpt = configure(module, argv, {**recipe.RULES, **(rules or {})}, prog)
-        check_before_data(cfg, build_model, ckpt, torchvision)
-        return run(cfg, build_model, ckpt, name=name or str(cfg.get("ARCH", Path(prog).parent.name)),
-                   param_options=param_options, batch_transforms=batch_transforms, torchvision=torchvision)
-    except config_lib.ConfigError as e:
-        print(f"error (bad constant): {e}", file=sys.stderr)
-        sys.exit(2)
-    except (DataError, TrainingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:  # while preparing data, or a second Ctrl-C while training
-        print("\ninterrupted: nothing saved since the last checkpoint (a partial download resumes "
-              "on the next run)", file=sys.stderr)
-        sys.exit(130)
+    cfg, ckpt = configure(module, argv, {**recipe.RULES, **(rules or {})}, prog)
+    check_before_data(cfg, build_model, ckpt, torchvision)
+    summary = run(cfg, build_model, ckpt, name=name or str(cfg.get("ARCH", Path(prog).parent.name)),
+                  param_options=param_options, batch_transforms=batch_transforms, torchvision=torchvision)
+    if summary.get("interrupted"):
+        # Another rank's request stops this one too (it got no signal of its own): as SIGTERM.
+        sys.exit(128 + (summary.get("signal") or signal.SIGTERM))
+    return summary
 
 
 def configure(module: ModuleType, argv: Sequence[str], rules: recipe.Rules,
@@ -85,19 +86,40 @@ def configure(module: ModuleType, argv: Sequence[str], rules: recipe.Rules,
     ckpt = None
     if cfg["RESUME"]:
         ckpt = ckpt_lib.load_checkpoint(user_path(cfg["RESUME"]))
+        check_family(ckpt, module, cfg["RESUME"])  # before its constants are merged into these
         cfg = ckpt_lib.resume_config(cfg, given, ckpt)
     cfg = recipe.complete(cfg, prog)  # the choices made may need more constants
+    config_lib.check(cfg, recipe.RULES)  # the shared bounds, whatever ``rules`` replaced
     config_lib.check(cfg, rules)
     if cfg["SEEDS"] > 1 and cfg["RESUME"]:
         raise config_lib.ConfigError(f"SEEDS={cfg['SEEDS']} with RESUME: a checkpoint continues one run; "
                                      f"resume each seed's run folder on its own (SEEDS=1)")
+    cores = os.cpu_count() or 1
+    if cfg["DECODE_WORKERS"] > cores:  # more processes than cores only cost memory and start-up
+        print(f"warning: DECODE_WORKERS={cfg['DECODE_WORKERS']} is more than this machine's {cores} cores; "
+              f"capped at {cores}")
+        cfg["DECODE_WORKERS"] = cores
     return cfg, ckpt
+
+
+def check_family(ckpt: dict[str, Any], module: ModuleType, path: str) -> None:
+    """Refuse another family's checkpoint by whose it is, before its constants are merged (they
+    would fail this file's rules for reasons that hide the real one)."""
+    arch = ckpt["config"].get("ARCH")
+    theirs = registry.folder_of(str(arch)) if arch is not None else None
+    ours = Path(module.__file__).resolve().parent.name if module.__file__ else None
+    if theirs and ours in set(registry.folders().values()) and theirs != ours:
+        raise config_lib.ConfigError(f"RESUME={path} is a checkpoint of {arch}, a model of {theirs}/, not of "
+                                     f"{ours}/: resume it with python {theirs}/train.py --RESUME={path}")
 
 
 def check_before_data(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[str, Any] | None,
                       torchvision: Torchvision | None = None) -> None:
-    """On the meta device (no memory, no compute): the input sizes, a checkpoint's network, and
-    that torchvision's weights fit (PRETRAINED)."""
+    """Everything that can fail before the download and decode, checked there: the sizes the
+    constants ask for (on the meta device: no memory, no compute), a checkpoint's network, that
+    torchvision's weights fit (PRETRAINED), the device, the folders written to, and the room the
+    image cache needs on disk and in memory."""
+    _check_cache_dim(cfg)
     # The class count does not change which input sizes a network takes; a checkpoint's does
     # change its last layer, so it is compared with the count it was trained on.
     num_classes = ckpt.get("num_classes", 10) if ckpt else 10
@@ -118,9 +140,97 @@ def check_before_data(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[s
                 with torch.no_grad():
                     model(torch.empty(2, 3, dim, dim, device="meta"))
             except (RuntimeError, ValueError) as e:
-                raise config_lib.ConfigError(f"{dim_name}={cfg[dim_name]} gives {dim} px inputs, too small "
-                                             f"for this network ({str(e).splitlines()[0]}). Use a larger "
-                                             f"{dim_name}.") from None
+                # The constant that made the size: a scale other than 1 is EVAL_SCALES' doing.
+                blame = (f"EVAL_SCALES={tuple(cfg['EVAL_SCALES'])} makes {dim} px inputs of the evaluation "
+                         f"size {cfg[dim_name] or cfg['IMAGE_DIM']}" if scale != 1.0
+                         else f"{dim_name}={cfg[dim_name]} gives {dim} px inputs")
+                fix = "larger scales in EVAL_SCALES" if scale != 1.0 else f"a larger {dim_name}"
+                raise config_lib.ConfigError(f"{blame}, too small for this network "
+                                             f"({str(e).splitlines()[0]}). Use {fix}.") from None
+    device = open_device(cfg["DEVICE"])
+    data_root = user_path(cfg["DATA_DIR"]) if cfg["DATA_DIR"] else DATA_ROOT
+    config_lib.check_folder("DATA_DIR", data_root)
+    config_lib.check_folder("RUNS_DIR", user_path(cfg["RUNS_DIR"]) if cfg["RUNS_DIR"] else runlog.REPO / "runs")
+    check_cache_room(cfg, data_root, device)
+
+
+def _check_cache_dim(cfg: dict[str, Any]) -> None:
+    """A CACHE_DIM below the sizes the loader cuts from it would blow every image up."""
+    if not cfg["CACHE_DIM"]:
+        return
+    eval_dim = round((cfg["EVAL_IMAGE_DIM"] or cfg["IMAGE_DIM"]) * max(cfg["EVAL_SCALES"]))
+    for name, dim in (("IMAGE_DIM", cfg["IMAGE_DIM"]), ("the evaluation size", eval_dim)):
+        if cfg["CACHE_DIM"] < dim:
+            raise config_lib.ConfigError(f"CACHE_DIM={cfg['CACHE_DIM']} is below {name} ({dim} px): the cache "
+                                         f"would be enlarged on every read. Use CACHE_DIM >= {dim}, or 0 "
+                                         f"(automatic).")
+
+
+def open_device(pref: str) -> torch.device:
+    """The device DEVICE names, opened (a tensor made there), or a ConfigError naming DEVICE."""
+    try:
+        device = system.pick_device(pref, system.dist_env()[2])
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:  # an unknown name, a GPU index that is not there
+        raise config_lib.ConfigError(f"DEVICE={pref!r} cannot be used here ({str(e).splitlines()[0]}); "
+                                     f"use auto, cpu, cuda or cuda:N with N below the GPU count") from None
+    return device
+
+
+# Images per dataset, train + val (fast.ai's README: Imagenette 9,469 + 3,925, Imagewoof 9,025 +
+# 3,929): the cache's size is known before the download.
+DATASET_IMAGES = {"imagenette": 13394, "imagewoof": 12954}
+ARCHIVE_SIDES = {"160": 160, "320": 320}  # the short side of each archive's photos ("full": larger)
+
+
+def check_cache_room(cfg: dict[str, Any], data_root: Path, device: torch.device) -> None:
+    """Refuse a cache that cannot fit: its size (images x side^2 x 3 bytes) against the free disk
+    under DATA_DIR, the memory it is read into, and the GPU memory it is copied to."""
+    images, side = DATASET_IMAGES.get(cfg["DATASET"], 0), ARCHIVE_SIDES.get(cfg["DATASET_SIZE"], 0)
+    source = user_path(cfg["DATA_PATH"]) if cfg["DATA_PATH"] else None
+    if source is not None and source.is_dir():  # a quick scan: names only, a few headers
+        images = sum(1 for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if (source / "train").is_dir():
+            side = typical_short_side(source, "train") or side
+    if not images:
+        return
+    dim = cache_dim(cfg, side)  # side unknown ("full", an archive): 0, the least the cache can be
+    need = images * dim * dim * 3
+    size = f"the image cache needs about {need / 2**30:.1f} GiB ({images:,} images at {dim} px)"
+    fix = "lower IMAGE_DIM, EVAL_IMAGE_DIM or CACHE_DIM"
+    cache = data_root / "cache"
+    built = cache.is_dir() and any(cache.glob(f"*-{dim}px-*.npy"))  # already on disk
+    free = shutil.disk_usage(_existing(data_root)).free
+    if not built and need > free:
+        raise config_lib.ConfigError(f"{size} and DATA_DIR ({data_root}) has {free / 2**30:.1f} GiB free: "
+                                     f"{fix}, free space, or set DATA_DIR to another disk.")
+    memory = _available_memory()
+    if memory is not None and need > memory:
+        raise config_lib.ConfigError(f"{size} and this machine has {memory / 2**30:.1f} GiB of memory "
+                                     f"available: {fix}.")
+    if device.type == "cuda":
+        gpu_free = torch.cuda.mem_get_info(device)[0]
+        if need > gpu_free:
+            raise config_lib.ConfigError(f"{size}, held on {device}, which has {gpu_free / 2**30:.1f} GiB "
+                                         f"free: {fix}.")
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest existing folder above (where a folder to be made would go)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path if path.is_dir() else path.parent
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available without swapping (Linux's MemAvailable), None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def run(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[str, Any] | None = None, *, name: str,

@@ -124,17 +124,20 @@ def broadcast_buffers(modules: list[torch.nn.Module], world: int) -> None:
 class StopRequest:
     """Ctrl-C / SIGTERM set ``requested``: the loop finishes its step, saves, and exits.
 
-    A second Ctrl-C quits at once. Use as a context manager: the old handlers come back after.
+    ``signum`` records which signal asked (the script exits with 128 + it, as a shell expects of
+    an interrupted program). A second Ctrl-C quits at once. Use as a context manager: the old
+    handlers come back after.
     """
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int | None = None
         self._old: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, signum
         print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step "
               f"(press Ctrl-C again to quit without saving)", file=sys.stderr)
 

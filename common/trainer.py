@@ -93,10 +93,13 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str,
         for epoch in range(run.start_epoch, cfg["NUM_EPOCHS"]):
             train_time = _train_epoch(run, epoch, stop, on_step)
             if train_time is None:  # stopped mid-epoch, checkpoint saved
-                return _summary(run, interrupted=True)
+                return {**_summary(run, interrupted=True), "signal": stop.signum}
             _end_epoch(run, epoch, train_time)
             if system.agree([stop.requested], run.device, run.world)[0]:  # saved with the epoch
-                return _summary(run, interrupted=True)
+                if run.main_proc and run.last_good is not None:
+                    print(f"\ninterrupted after epoch {epoch + 1}: saved {rel(run.last_good)}; continue "
+                          f"with --RESUME={rel(run.last_good)}")
+                return {**_summary(run, interrupted=True), "signal": stop.signum}
     return _summary(run, interrupted=False)
 
 

@@ -25,7 +25,7 @@ import torch.nn as nn  # noqa: E402
 
 from common import script  # noqa: E402
 from common.config import ConfigError  # noqa: E402
-from mobilenet.model import CONV_KINDS, MODELS, TORCHVISION, from_torchvision  # noqa: E402
+from mobilenet.model import CONV_KINDS, MODELS, V1_STEM, TORCHVISION, from_torchvision  # noqa: E402
 
 # --- data
 DATASET = "imagenette"  # imagenette or imagewoof
@@ -105,7 +105,10 @@ def param_options(name: str, p: nn.Parameter, cfg: dict) -> dict | None:
 RULES = {
     "ARCH": (lambda v: v in MODELS, ", ".join(MODELS)),
     "CONV": (lambda v: v in CONV_KINDS, " or ".join(CONV_KINDS) + " (Table 4)"),
-    "WIDTH_MULT": (lambda v: v > 0, "a positive width multiplier (1 = the ARCH's own alpha, Sec. 3.3)"),
+    # v1's 32-channel stem keeps a channel of its own at 1/32; below, every layer sits at the
+    # one-channel floor (WIDTH_MULT=1e-9 built a network of a few hundred weights).
+    "WIDTH_MULT": (lambda v: v * V1_STEM[0] >= 1, f"a positive width multiplier of at least 1/{V1_STEM[0]} "
+                   f"(1 = the ARCH's own alpha, Sec. 3.3)"),
     "DEPTHWISE_WEIGHT_DECAY": (lambda v: v >= 0, "0 or more (Sec. 4: very little or none)"),
     # Five stride-2 layers (Table 1, Table 2) downsample 32x: below 32 px the last blocks would
     # see only padding.

@@ -45,7 +45,7 @@ def test_an_input_size_the_network_cannot_take_fails_in_seconds_before_any_downl
     code, err = _main([f"--DATA_DIR={data}", "--IMAGE_DIM=20"], capsys, m, build)
     assert code == 2 and "IMAGE_DIM=20 gives 20 px inputs, too small for this network" in err
     code, err = _main([f"--DATA_DIR={data}", "--IMAGE_DIM=64", "--EVAL_SCALES=(1.0, 0.25)"], capsys, m, build)
-    assert code == 2 and "EVAL_IMAGE_DIM=0 gives 16 px inputs" in err
+    assert code == 2 and "EVAL_SCALES=(1.0, 0.25) makes 16 px inputs" in err
     assert time.perf_counter() - start < 10
     assert not data.exists()
 

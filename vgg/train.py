@@ -136,13 +136,18 @@ def build_model(cfg: dict, num_classes: int):
 # leave none); the dense classifier (Sec. 3.2) needs fc6's 7x7 map, i.e. 224 px (script.py's
 # meta-device check refuses that case in one line).
 _MIN_IMAGE_DIM = 2 ** 5
+# Below 1/64 every layer sits at the one-channel floor of model.scaled (WIDTH=0.0001 built a
+# 164-parameter network without a word).
+_NARROWEST = min(e if isinstance(e, int) else e[0] for config in vgg_model.VGG_CONFIGS.values()
+                 for e in config if not isinstance(e, str))
 
 RULES = {
     "ARCH": (lambda v: v in MODELS, ", ".join(MODELS)),
     "INIT": (lambda v: v in vgg_model.INITS, ", ".join(vgg_model.INITS)),
     "INIT_STD": (lambda v: v > 0, "a positive std"),
     "CLASSIFIER": (lambda v: v in vgg_model.CLASSIFIERS, ", ".join(vgg_model.CLASSIFIERS)),
-    "WIDTH": (lambda v: v > 0, "a positive multiplier of Table 1's widths (1 = the paper)"),
+    "WIDTH": (lambda v: v * _NARROWEST >= 1, f"at least 1/{_NARROWEST} = {1 / _NARROWEST:g}, so that Table 1's "
+              f"narrowest layer ({_NARROWEST} channels) keeps a channel of its own (1 = the paper)"),
     "DROPOUT": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "IMAGE_DIM": (lambda v: v >= _MIN_IMAGE_DIM, f"at least {_MIN_IMAGE_DIM} pixels (five 2x2 max pools)"),
     "EVAL_IMAGE_DIM": (lambda v: v == 0 or v >= _MIN_IMAGE_DIM,
