@@ -133,7 +133,7 @@ def test_the_recipes_under_test_cover_every_batch_transform_and_the_ema(tmp_path
     assert ema
 
 
-@pytest.mark.parametrize("plant", ["item", "pageable copy", "bool", "nonzero", "torch.tensor"])
+@pytest.mark.parametrize("plant", ["item", "pageable copy", "bool", "nonzero", "torch.tensor", "host index"])
 def test_a_planted_sync_fails_the_check(plant: str, tmp_path: Path) -> None:
     """The detector's own test: one sync planted in the step (in a batch transform, as a user's
     would be) is seen, and the check fails, naming the line that made it."""
@@ -148,6 +148,8 @@ def test_a_planted_sync_fails_the_check(plant: str, tmp_path: Path) -> None:
             x = x * 2 if bool(x.amax() > 0) else x
         elif plant == "nonzero":
             x = x + (y == 0).nonzero().sum()
+        elif plant == "host index":
+            x = x[torch.arange(len(x)).flip(0)]
         else:
             x = x + torch.tensor([1.0], device=x.device)
         return x, y
@@ -203,17 +205,16 @@ def test_the_ema_is_averaged_models_bit_for_bit_without_a_sync() -> None:
     same (an AveragedModel's saved average loads as it is), and no sync per update."""
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-    from resnet.model import resnet18
-
-    torch.manual_seed(0)
-    model = resnet18(num_classes=4, width=4)
+    torch.manual_seed(0)  # weights, BN statistics and its integer batch count: every kind of state
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 16), torch.nn.BatchNorm1d(16),
+                                torch.nn.ReLU(), torch.nn.Linear(16, 4))
     ours = optim.ema_model(model, 0.9)
     theirs = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
     theirs.update_parameters(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
     for _ in range(4):
         model.train()
-        loss = model(torch.randn(8, 3, 32, 32)).logsumexp(1).mean()
+        loss = model(torch.randn(8, 3, 4, 4)).logsumexp(1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -222,7 +223,8 @@ def test_the_ema_is_averaged_models_bit_for_bit_without_a_sync() -> None:
     mine, ref = ours.module.state_dict(), theirs.module.state_dict()
     assert list(mine) == list(ref)
     assert all(torch.equal(mine[k], ref[k]) for k in ref), [k for k in ref if not torch.equal(mine[k], ref[k])]
-    assert not torch.equal(mine["fc.weight"], model.state_dict()["fc.weight"])  # an average, not a copy
+    assert not torch.equal(mine["4.weight"], model.state_dict()["4.weight"])  # an average, not a copy
+    assert mine["2.num_batches_tracked"].dtype == torch.long
     assert int(ours.n_averaged) == int(theirs.n_averaged) == 5
     ours.module.load_state_dict(ref)  # a checkpoint written with AveragedModel resumes as it is
 
