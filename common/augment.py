@@ -52,13 +52,9 @@ def _beta(alpha: float, g: torch.Generator) -> float:
 
 
 def _device_generator(device: torch.device, seed: int) -> torch.Generator:
-    """A generator on ``device`` seeded with ``seed``; the CPU's for a device type with none of
-    its own (meta, whose random ops take any generator and draw nothing)."""
-    try:
-        gen = torch.Generator(device=device)
-    except RuntimeError:  # "META device type not an accelerator"
-        gen = torch.Generator()
-    return gen.manual_seed(seed)
+    """A generator on ``device`` seeded with ``seed``; on ``meta``, which has no generator of its
+    own (its random ops take any generator and draw nothing), the CPU's."""
+    return torch.Generator(device=device if device.type != "meta" else "cpu").manual_seed(seed)
 
 
 def _check_alpha(name: str, alpha: float) -> None:
