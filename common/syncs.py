@@ -83,7 +83,12 @@ def _where(frames: list[traceback.FrameSummary]) -> str:
     if not frames:
         return "(outside the repository)"
     f = frames[0]
-    return f"{Path(f.filename).resolve().relative_to(_ROOT)}:{f.lineno} {f.name}: {(f.line or '').strip()}"
+    return f"{_rel(f)}:{f.lineno} {f.name}: {(f.line or '').strip()}"
+
+
+def _rel(frame: traceback.FrameSummary) -> str:
+    """The frame's file relative to the repository, with forward slashes on any system."""
+    return Path(frame.filename).resolve().relative_to(_ROOT).as_posix()
 
 
 class SyncCounter(TorchDispatchMode):
@@ -112,8 +117,7 @@ class SyncCounter(TorchDispatchMode):
 
     def _record(self, op: str, copy: bool = False) -> None:
         frames = _frames()
-        if copy and any(f"{Path(f.filename).resolve().relative_to(_ROOT)}:{f.name}" in self.allow
-                        for f in frames):
+        if copy and any(f"{_rel(f)}:{f.name}" in self.allow for f in frames):
             return
         self.events.append(SyncEvent(op, _where(frames)))
 

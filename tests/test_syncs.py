@@ -4,8 +4,9 @@ The step runs on the ``meta`` device (shapes, no data: a CPU-only build has it),
 common/syncs.py's SyncCounter sees what would make the host wait for a GPU: ``.item()`` and
 its kin, ops with data-dependent output sizes, and copies between the host and the device.
 The real code path: the family's train.py constants (its default recipe, then its paper
-recipe) at a tiny width and image size, the training loop's own setup (common/trainer.py),
-BatchLoader with the family's batch transforms, the model, loss, optimiser, EMA, DeviceSums.
+recipe) at the tiny recipe's width and batch (the recipe's own image sizes: on meta they cost
+nothing), the training loop's own setup (common/trainer.py), BatchLoader with the family's
+batch transforms, the model, loss, optimiser, EMA, DeviceSums, and trainer.evaluate.
 
 Allowed: the loader's host-to-device copies, all made by common/loader.py ``to_device`` (the
 batch's indices, its crop boxes, and the batch transforms' per-image draws), which are pinned
