@@ -8,6 +8,10 @@ no per-image Python work.
 Every random number comes from the step's generator ``g`` (seeded by seed, epoch, step, rank),
 directly or through a seed drawn from it, so a resumed run replays the same batches bit for bit.
 
+No transform makes the host wait for the device (tests/test_syncs.py counts): a draw is made
+on the device from a device generator, or on the host and sent with common.loader.to_device
+(pinned, non-blocking on CUDA); no op has a data-dependent output size; no value is read back.
+
   mixup:           Zhang, Cisse, Dauphin, Lopez-Paz, "mixup: Beyond Empirical Risk
                    Minimization", arXiv:1710.09412.
   cutmix:          Yun, Han, Oh, Chun, Choe, Yoo, "CutMix: Regularization Strategy to Train
@@ -27,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.loader import IMAGENET_MEAN, IMAGENET_STD, BatchTransform
+from common.loader import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, to_device
 
 
 def soft_targets(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -45,6 +49,12 @@ def _beta(alpha: float, g: torch.Generator) -> float:
     generator; numpy's generator, seeded from g, keeps the draw a function of g alone)."""
     seed = int(torch.randint(0, 2**63 - 1, (1,), generator=g))
     return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+def _device_generator(device: torch.device, seed: int) -> torch.Generator:
+    """A generator on ``device`` seeded with ``seed``; on ``meta``, which has no generator of its
+    own (its random ops take any generator and draw nothing), the CPU's."""
+    return torch.Generator(device=device if device.type != "meta" else "cpu").manual_seed(seed)
 
 
 def _check_alpha(name: str, alpha: float) -> None:
@@ -156,8 +166,7 @@ def random_erasing(p: float = 0.25, scale: tuple[float, float] = (0.02, 1 / 3),
         # The draws happen on x's device from a generator seeded by g: a (B, 3, H, W) noise
         # tensor drawn on the CPU would cost a copy per batch as big as the batch itself. The
         # same seed gives other numbers on another device type, but the same on a rerun.
-        dev = torch.Generator(device=x.device)
-        dev.manual_seed(int(torch.randint(0, 2**63 - 1, (1,), generator=g)))
+        dev = _device_generator(x.device, int(torch.randint(0, 2**63 - 1, (1,), generator=g)))
 
         def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
             return lo + (hi - lo) * torch.rand(shape, generator=dev, device=x.device)
@@ -209,7 +218,7 @@ def pca_lighting(eigval: torch.Tensor, eigvec: torch.Tensor, std: float = 0.1,
     def transform(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         alpha = torch.randn(len(x), 3, generator=g) * std  # (B, 3), one draw per image, on the CPU
         shift = (alpha * eigval) @ eigvec.T * to_normalised  # (B, 3): eigvec @ (alpha * eigval) per image
-        return x + shift.to(device=x.device, dtype=x.dtype).view(-1, 3, 1, 1), y
+        return x + to_device(shift, x.device).to(x.dtype).view(-1, 3, 1, 1), y
 
     return transform
 
@@ -338,9 +347,9 @@ def _inverse_affine(names: list[str], ids: torch.Tensor, m: torch.Tensor, h: int
 
 
 def _geometric(p: torch.Tensor, theta: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
-    """One grid_sample for all images (n, 3, H, W) with their own matrices; uncovered pixels 0
-    (black), torchvision's default fill. ``mode``: torchvision's RandAugment and TrivialAugmentWide
-    interpolate NEAREST by default."""
+    """One grid_sample for all images (n, 3, H, W) with their own matrices (n, 2, 3), on p's
+    device (_apply_ops sends them there); uncovered pixels 0 (black), torchvision's default fill.
+    ``mode``: torchvision's RandAugment and TrivialAugmentWide interpolate NEAREST by default."""
     grid = F.affine_grid(theta.to(device=p.device, dtype=p.dtype), list(p.shape), align_corners=False)
     return F.grid_sample(p, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
@@ -419,11 +428,14 @@ def _equalize(p: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """Histogram equalisation of each image's each channel on uint8 levels, PIL's
     ImageOps.equalize rule (torchvision's): step = (pixels not at the top level) // 255,
     lut[k] = (step // 2 + pixels below level k) // step; step 0 (one level, or almost) keeps
-    the channel. All histograms at once: one bincount over level + 256 x (image, channel)."""
+    the channel. All histograms at once: one count over level + 256 x (image, channel), added
+    into a tensor of its known size (bincount's size depends on the data: a device sync)."""
     n, c, h, w = p.shape
     q = _levels(p).long().flatten(2)  # (n, 3, HW)
     offset = (torch.arange(n * c, device=p.device) * 256).view(n, c, 1)
-    hist = torch.bincount((q + offset).flatten(), minlength=n * c * 256).view(n, c, 256)
+    bins = (q + offset).flatten()
+    hist = torch.zeros(n * c * 256, dtype=torch.long, device=p.device).scatter_add_(0, bins, torch.ones_like(bins))
+    hist = hist.view(n, c, 256)
     top = hist.gather(2, q.amax(2, keepdim=True))  # (n, 3, 1): pixels at the highest level
     step = (h * w - top) // 255
     below = hist.cumsum(2) - hist  # pixels below level k
@@ -441,26 +453,29 @@ _COLOUR_OPS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 def _apply_ops(p: torch.Tensor, ops: dict[str, AugmentOp], op_ids: torch.Tensor,
                mags: torch.Tensor) -> torch.Tensor:
-    """One round: image i gets op ``op_ids[i]`` (CPU, (B,)) at magnitude ``mags[i]`` (CPU).
+    """One round: image i gets op ``op_ids[i]`` (host, (B,)) at magnitude ``mags[i]`` (host).
 
     The batch is sorted by op, so each op's images are one slice of one index tensor: each op
     runs once on just its own images (index_select), all the geometric ops in one grid_sample,
-    and nothing waits on the device (the draws and slice bounds live on the CPU; two small copies
-    to the device per round). Computing every op on the whole batch and picking with masks would cost ~14x
-    the work for the same result."""
+    and nothing waits on the device: the order, the slice bounds and the geometric matrices are
+    worked out on the host and sent in one non-blocking copy (common.loader.to_device), packed
+    as float64, which holds the indices, the float32 magnitudes and the matrices exactly.
+    Computing every op on the whole batch and picking with masks would cost ~14x the work for
+    the same result."""
     names = list(ops)
     h, w = p.shape[-2:]
     order = torch.argsort(op_ids, stable=True)  # (B,) image indices, grouped by op
-    ends = torch.bincount(op_ids, minlength=len(names)).cumsum(0).tolist()
+    ends = torch.bincount(op_ids, minlength=len(names)).cumsum(0).tolist()  # on the host: no sync
     span = {name: slice(ends[k - 1] if k else 0, ends[k]) for k, name in enumerate(names)}
-    order_dev = order.to(p.device)
-    mags_dev = mags[order].to(device=p.device, dtype=p.dtype)
-    out = p.clone()
     geometric = [span[name] for name in GEOMETRIC_OPS if name in span]  # adjacent ids: one slice
-    if geometric and geometric[-1].stop > geometric[0].start:
-        rows = slice(geometric[0].start, geometric[-1].stop)
-        theta = _inverse_affine(names, op_ids[order[rows]], mags[order[rows]].double(), h, w)
-        out[order_dev[rows]] = _geometric(p.index_select(0, order_dev[rows]), theta)
+    geo = slice(geometric[0].start, geometric[-1].stop) if geometric else slice(0, 0)
+    theta = _inverse_affine(names, op_ids[order[geo]], mags[order[geo]].double(), h, w)  # (G, 2, 3)
+    b = len(order)
+    sent = to_device(torch.cat([order.double(), mags[order].double(), theta.flatten()]), p.device)
+    order_dev, mags_dev, theta_dev = sent[:b].long(), sent[b:2 * b].to(p.dtype), sent[2 * b:].view(-1, 2, 3)
+    out = p.clone()
+    if geo.stop > geo.start:
+        out[order_dev[geo]] = _geometric(p.index_select(0, order_dev[geo]), theta_dev)
     for name, fn in _COLOUR_OPS.items():
         rows = span.get(name, slice(0, 0))
         if rows.stop > rows.start:
@@ -488,6 +503,7 @@ def _policy(ops: dict[str, AugmentOp], num_ops: int, num_bins: int,
         raise ValueError(f"the geometric ops must be adjacent in the op table, got {list(ops)}")
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    on_device: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}  # sent once
 
     def transform(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         b, _, h, w = x.shape
@@ -498,7 +514,10 @@ def _policy(ops: dict[str, AugmentOp], num_ops: int, num_bins: int,
             bins = torch.randint(num_bins, (num_ops, b), generator=g)
         else:
             bins = torch.full((num_ops, b), magnitude)
-        s, mu = std.to(x.device, x.dtype), mean.to(x.device, x.dtype)
+        if (x.device, x.dtype) not in on_device:
+            on_device[x.device, x.dtype] = (to_device(std, x.device).to(x.dtype),
+                                            to_device(mean, x.device).to(x.dtype))
+        s, mu = on_device[x.device, x.dtype]
         p0 = (x * s + mu).clamp(0, 1)  # (B, 3, H, W) pixel values, as torchvision's [0, 1]
         p = p0
         for r in range(num_ops):

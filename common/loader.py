@@ -59,6 +59,19 @@ def shard_indices(n: int, epoch: int, seed: int, rank: int = 0, world_size: int 
     return order[rank::world_size]
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor (the batch's indices, crop boxes, a batch transform's per-image draws) on
+    ``device`` without stalling the host: on CUDA a plain copy from pageable memory waits for the
+    GPU's queue to drain, so the copy is made from pinned memory, non-blocking, and queued behind
+    the work already there. Other devices (MPS, XPU, meta) get a plain copy; the CPU none.
+    The one host-to-device copy of the per-batch path: tests/test_syncs.py allows it by name."""
+    if t.device == device:
+        return t
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _mix(*xs: int) -> int:
     """A deterministic seed from several integers (Python's hash() is salted for strings only)."""
     h = 0x9E3779B97F4A7C15
@@ -219,11 +232,7 @@ class BatchLoader:
         return x.round_().clamp_(0, 255)
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
-        """CPU -> device without stalling: a plain copy from pageable memory waits for the GPU's
-        queue to drain; one from pinned memory is queued behind the work already there."""
-        if self.device.type != "cuda":
-            return t
-        return t.pin_memory().to(self.device, non_blocking=True)
+        return to_device(t, self.device)
 
     def _augment(self, b: torch.Tensor, b_dev: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """Random-resized-crop (or scale jittering) + flip of a batch, in one sampling pass;

@@ -7,13 +7,13 @@ constants, so the choice can be one of them), applied after the DECAY_NORM_AND_B
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 ParamOptions = Callable[[str, nn.Parameter, dict[str, Any]], "dict[str, float] | None"]
 
@@ -129,15 +129,54 @@ class Schedule:
         self.best, self.bad_epochs, self.reductions = state["best"], state["bad_epochs"], state["reductions"]
 
 
-def ema_model(model: nn.Module, decay: float) -> AveragedModel:
+class EMA(nn.Module):
+    """An exponential moving average of a model's weights and buffers (BN statistics):
+    ema <- decay x ema + (1 - decay) x model after every step, starting from the model's weights.
+
+    What torch.optim.swa_utils.AveragedModel with get_ema_multi_avg_fn(decay) and use_buffers
+    computes, bit for bit (the same foreach lerp; integer buffers such as BN's batch count the
+    same float expression, truncated), without its host-device syncs: AveragedModel keeps its
+    update count on the CPU, copies it to the device every update and branches on it. Here the
+    count (``n_averaged``, 1 after the copy at creation, as AveragedModel's) lives on the
+    model's device and is never read back. ``.module`` is the averaged copy: checkpoints hold
+    its ``state_dict()``, the same keys as AveragedModel's ``.module``.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        super().__init__()
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
+        self.decay = decay
+        self.module = copy.deepcopy(model)  # the average starts from the weights
+        device = next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
+        self.register_buffer("n_averaged", torch.ones((), dtype=torch.long, device=device))
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        """One EMA step towards ``model``'s current weights and buffers; nothing read back."""
+        pairs = list(zip([*self.module.parameters(), *self.module.buffers()],
+                         [*model.parameters(), *model.buffers()], strict=True))
+        floats = [(a.detach(), m.detach()) for a, m in pairs if a.is_floating_point() or a.is_complex()]
+        if floats:
+            averaged, current = zip(*floats)
+            torch._foreach_lerp_(list(averaged), list(current), 1 - self.decay)
+        for a, m in pairs:  # integer buffers (BN's num_batches_tracked): AveragedModel's rule
+            if not (a.is_floating_point() or a.is_complex()):
+                a.copy_(a * self.decay + m * (1 - self.decay))
+        self.n_averaged += 1
+
+
+def ema_model(model: nn.Module, decay: float) -> EMA:
     """An exponential moving average of the weights and BN statistics, updated every step.
 
     Polyak & Juditsky 1992; for image classifiers since Inception-v3 (Szegedy et al.,
-    arXiv:1512.00567). torch.optim.swa_utils does the averaging; one update at creation copies
-    the weights, so the average starts from them and every later update is an EMA step.
-    Checkpoints hold ``.module.state_dict()``: the averaged model's own keys.
+    arXiv:1512.00567). The average starts from the weights, and every later update is an EMA
+    step (``EMA``: no host-device sync). Checkpoints hold ``.module.state_dict()``: the averaged
+    model's own keys.
     """
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-    ema.update_parameters(model)
+    ema = EMA(model, decay)
     ema.module.eval()
     return ema

@@ -51,7 +51,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     schedule: optim.Schedule
     scaler: torch.amp.GradScaler
-    ema: torch.optim.swa_utils.AveragedModel | None
+    ema: optim.EMA | None
     criterion: nn.Module
     autocast: Any
     classes: list[str]
@@ -349,14 +349,16 @@ def evaluate(model: nn.Module, loader: BatchLoader, autocast: Any, world: int = 
     several scales), softmax probabilities averaged, the loss that of the averaged probabilities.
     ``confusion_classes=C`` > 0 adds "confusion": the (C, C) counts of (true, predicted) class,
     summed over all ranks, on the CPU.
+    One host-device sync per pass, none per batch: the sums and the counts stay on the device
+    in one tensor, reduced over the ranks and read back once at the end.
     The original write-up of this project forgot ``model.eval()`` and reported accuracy with
     dropout and batch statistics live; tests pin that this function cannot.
     """
     was_training = model.training
     model.eval()
     device = loader.device
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, n
-    counts = torch.zeros(confusion_classes, confusion_classes, dtype=torch.int64, device=device)
+    # loss, top1, top5, n, then the (true, predicted) counts: float64 holds counts exactly
+    sums = torch.zeros(4 + confusion_classes**2, dtype=torch.float64, device=device)
     batches = loader.iterate_views() if views else (([x], y) for x, y in loader)
     for xs, y in batches:
         if len(xs) == 1:
@@ -373,22 +375,29 @@ def evaluate(model: nn.Module, loader: BatchLoader, autocast: Any, world: int = 
             loss = F.nll_loss(out, y, reduction="sum")
         hit = out.topk(min(5, out.shape[1]), dim=1).indices == y[:, None]
         if confusion_classes:
-            counts += confusion_matrix(out.argmax(1), y, confusion_classes)
-        sums += torch.stack([loss.double(), hit[:, 0].sum().double(), hit.any(1).sum().double(),
-                             torch.tensor(len(y), dtype=torch.float64, device=device)])
-    system.all_reduce(sums, world)
+            confusion_matrix(out.argmax(1), y, confusion_classes, into=sums[4:])
+        sums[:3] += torch.stack([loss.double(), hit[:, 0].sum().double(), hit.any(1).sum().double()])
+        sums[3] += len(y)  # a number the host knows: an add, not a copy to the device
+    totals = system.all_reduce(sums, world).tolist()  # the pass's one sync
     model.train(was_training)
-    n = max(sums[3].item(), 1)
-    result: dict[str, Any] = {"loss": sums[0].item() / n, "top1": sums[1].item() / n,
-                              "top5": sums[2].item() / n, "images": int(sums[3].item())}
+    n = max(totals[3], 1)
+    result: dict[str, Any] = {"loss": totals[0] / n, "top1": totals[1] / n, "top5": totals[2] / n,
+                              "images": int(totals[3])}
     if confusion_classes:
-        result["confusion"] = system.all_reduce(counts, world).cpu()
+        result["confusion"] = torch.tensor(totals[4:], dtype=torch.int64).view(confusion_classes, confusion_classes)
     return result
 
 
-def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(true, predicted) counts, on the tensors' device (``evaluate`` sums them)."""
-    return torch.bincount(labels * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
+def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                     into: torch.Tensor | None = None) -> torch.Tensor:
+    """(true, predicted) counts (C, C), on the tensors' device, added to ``into`` (C * C,) if
+    given (``evaluate`` keeps its counts there). Counted into a tensor of the known size: a
+    bincount's size depends on the data, which costs a device sync on a GPU."""
+    cells = labels * num_classes + preds
+    if into is None:
+        into = torch.zeros(num_classes**2, dtype=torch.int64, device=cells.device)
+    into.scatter_add_(0, cells, torch.ones_like(cells, dtype=into.dtype))
+    return into.view(num_classes, num_classes)
 
 
 # ----------------------------------------------------------------------------- the epoch's sums
