@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> list[str]:
     cfg = claims.configure(sys.modules[__name__], argv)
     session = claims.Session("alexnet", cfg)
     scale = {k: cfg[k] for k in ("ARCH", "WIDTH", "IMAGE_DIM", "CACHE_DIM", "NUM_EPOCHS", "BATCH_SIZE")}
-    results = {f"ACTIVATION={act}": session.runs(act, {**scale, **NO_REGULARISATION, "ACTIVATION": act,
-                                                       "LEARNING_RATE": cfg[f"LEARNING_RATE_{act.upper()}"]})
-               for act in ("relu", "tanh")}
+    planned = {act: {**scale, **NO_REGULARISATION, "ACTIVATION": act,
+                     "LEARNING_RATE": cfg[f"LEARNING_RATE_{act.upper()}"]} for act in ("relu", "tanh")}
+    session.check(planned.values())
+    results = {f"ACTIVATION={act}": session.runs(act, constants) for act, constants in planned.items()}
     title = (f"Fig. 1 re-run: {cfg['ARCH']} x{cfg['WIDTH']:g}, {cfg['IMAGE_DIM']} px, no regularisation, "
              f"{cfg['SEEDS']} seed(s)")
     claims.plot(results, ["train_error"], session.figure("relu_vs_tanh.png"), title)

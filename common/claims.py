@@ -22,7 +22,7 @@ import json
 import shlex
 import statistics
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -80,6 +80,23 @@ class Session:
         folder = user_path(self.cfg["FIGURES_DIR"]) if self.cfg["FIGURES_DIR"] else REPO / self.family
         folder.mkdir(parents=True, exist_ok=True)
         return folder / name
+
+    def check(self, planned: Iterable[dict[str, Any]]) -> None:
+        """Refuse, before any training, a planned run whose constants its train.py would refuse
+        (an unknown name, an impossible value): one line and exit 2, not hours into the claim."""
+        from common import recipe
+
+        own = config_lib.constants(self.train)
+        defaults = {**own, **{k: v for k, v in recipe.SWITCHES.items() if k not in own}}
+        rules = {**recipe.RULES, **getattr(self.train, "RULES", {})}
+        for constants in planned:
+            argv = [f"--{k}={_arg(v)}" for k, v in constants.items()] + shlex.split(self.cfg["TRAIN_ARGS"])
+            try:
+                config_lib.check(config_lib.parse_args(defaults, argv, prog=f"{self.family}/train.py"), rules)
+            except config_lib.ConfigError as e:
+                print(f"error (bad constant): {self.family}/train.py would refuse a run of this claim: {e}",
+                      file=sys.stderr)
+                raise SystemExit(2) from None
 
     def runs(self, group: str, constants: dict[str, Any],
              per_seed: Callable[[int], dict[str, Any]] | None = None) -> list[Run]:

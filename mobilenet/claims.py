@@ -51,10 +51,11 @@ def main(argv: list[str] | None = None) -> list[str]:
     nets += [("mobilenet_v1", cfg["TABLE7_WIDTH"], s) for s in sizes]  # Table 7
     nets += [("conv_mobilenet_v1", cfg["TABLE4_WIDTH"], cfg["IMAGE_DIM"]),  # Table 4
              ("mobilenet_v1", cfg["TABLE4_WIDTH"], cfg["IMAGE_DIM"])]
-    results = {}
-    for arch, width, dim in dict.fromkeys(nets):  # the shared points trained once
-        results[arch, width, dim] = session.runs(f"{arch}-{width:g}-{dim}px", {
-            **scale, **SAME_FOR_ALL, "ARCH": arch, "WIDTH_MULT": width, "IMAGE_DIM": dim})
+    planned = {(arch, width, dim): {**scale, **SAME_FOR_ALL, "ARCH": arch, "WIDTH_MULT": width, "IMAGE_DIM": dim}
+               for arch, width, dim in nets}  # the shared points trained once
+    session.check(planned.values())
+    results = {(arch, width, dim): session.runs(f"{arch}-{width:g}-{dim}px", constants)
+               for (arch, width, dim), constants in planned.items()}
     costs = {key: cost(runs[0].cfg) for key, runs in results.items()}  # (parameters, mult-adds)
     print_table(results, costs)
     plot(results, costs, cfg, session.figure("tables_4_6_7.png"))

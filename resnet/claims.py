@@ -38,12 +38,14 @@ def main(argv: list[str] | None = None) -> list[str]:
     cfg = claims.configure(sys.modules[__name__], argv)
     session = claims.Session("resnet", cfg)
     scale = {k: cfg[k] for k in ("IMAGE_DIM", "WIDTH", "NUM_EPOCHS", "BATCH_SIZE")}
-    results = {}
+    planned = {}
     for kind in ("plain", "resnet"):
         for depth in (cfg["SHALLOW"], cfg["DEEP"]):
             arch = f"{kind}{depth}"
             shortcut = {"SHORTCUT": cfg["SHORTCUT"]} if kind == "resnet" else {}
-            results[arch] = session.runs(arch, {**scale, **SAME_FOR_ALL, "ARCH": arch, **shortcut})
+            planned[arch] = {**scale, **SAME_FOR_ALL, "ARCH": arch, **shortcut}
+    session.check(planned.values())
+    results = {arch: session.runs(arch, constants) for arch, constants in planned.items()}
     claims.plot(results, ["train_error", "val_error"], session.figure("plain_vs_residual.png"),
                 f"Fig. 4 re-run: plain vs residual (shortcut {cfg['SHORTCUT']}), {cfg['IMAGE_DIM']} px, "
                 f"{cfg['NUM_EPOCHS']} epochs, {cfg['SEEDS']} seed(s)")

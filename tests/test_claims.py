@@ -64,9 +64,17 @@ def test_claims_py_trains_draws_and_judges(family: str, two_classes: Path, tmp_p
         assert sorted((tmp_path / "runs" / "claims" / family).rglob("log.csv")) == sorted(runs)
 
 
-def test_a_bad_constant_is_one_line_and_exit_2(capsys) -> None:
+def test_a_bad_constant_is_one_line_and_exit_2_before_any_run(tmp_path: Path, capsys) -> None:
+    from mobilenet import claims as mobilenet_claims
     from resnet import claims as resnet_claims
     with pytest.raises(SystemExit) as end:
         resnet_claims.main(["--NUM_EPOCH=3"])
     err = capsys.readouterr().err.strip()
     assert end.value.code == 2 and len(err.splitlines()) == 1 and "NUM_EPOCHS" in err
+    # A run the train.py would refuse (Table 7's 24 px: MobileNet downsamples 32x), refused before
+    # the first of the claim's runs trains, not hours into it.
+    with pytest.raises(SystemExit) as end:
+        mobilenet_claims.main(["--SIZES=56,24", f"--RUNS_DIR={tmp_path}", "--DATA_PATH=/nowhere"])
+    err = capsys.readouterr().err.strip()
+    assert end.value.code == 2 and len(err.splitlines()) == 1 and "IMAGE_DIM=24" in err
+    assert not list(tmp_path.iterdir())

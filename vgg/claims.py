@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     archs = [a.strip() for a in cfg["ARCHS"].split(",") if a.strip()]
     scale = {k: cfg[k] for k in ("IMAGE_DIM", "WIDTH", "NUM_EPOCHS", "BATCH_SIZE", "LEARNING_RATE",
                                   "WARMUP_EPOCHS", "INIT")} | SAME_FOR_ALL
+    session.check({**scale, "ARCH": arch} for arch in archs)  # (INIT_FROM: the files do not exist yet)
     scratch = {arch: session.runs(arch, {**scale, "ARCH": arch}) for arch in archs}
     title = f"Table 3 re-run: WIDTH={cfg['WIDTH']:g}, {cfg['IMAGE_DIM']} px, {cfg['NUM_EPOCHS']} epochs"
     claims.plot(_labelled(scratch), ["val_error"], session.figure("table3.png"), title + ", from scratch")

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     session = claims.Session("vit", cfg)
     scale = {k: cfg[k] for k in ("ARCH", "PATCH_SIZE", "IMAGE_DIM", "DATASET_SIZE", "WIDTH", "LAYERS", "HEADS",
                                   "NUM_EPOCHS", "BATCH_SIZE")} | SAME_FOR_ALL
+    session.check([{**scale, "PRETRAINED": False}])
     results = {}
     try:  # first: a failed download then costs no training
         results["pre-trained (PRETRAINED=True)"] = session.runs("pretrained", {**scale, "PRETRAINED": True})
