@@ -350,7 +350,15 @@ def build_cache(folder: Path, split: str, resolution: int, cache_dir: Path = DAT
                     elif not damaged:  # ours, but never completed: no source changed
                         log.info("removing %s, left by an interrupted decode", old.name)
                     old.unlink(missing_ok=True)
+                import time
+
+                # Plain lines before and after: in a log file the decode's bar shows nothing.
+                log.info("decoding %d images of %s into a %d px cache (once; later runs reuse it) ...",
+                         len(paths), key, resolution)
+                started = time.perf_counter()
                 _write(npy, meta_path, paths, labels, classes, resolution, workers, key)
+                log.info("decoded %s in %.0f s: %s (%.0f MiB)", key, time.perf_counter() - started,
+                         npy.name, npy.stat().st_size / 2**20)
     except OSError as e:
         if writing:
             for p in (npy, meta_path, npy.with_suffix(".npy.tmp")):

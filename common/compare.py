@@ -1,7 +1,9 @@
 """Compare finished runs: tables (mean ± std over seeds), curves, and the results across architectures.
 
     python -m common.compare runs                          # every finished run: the results table
-    python -m common.compare runs --readme README.md       # ... written between the README's markers
+    python -m common.compare --record runs/resnet18/<run>  # keep a finished run's record in the repository
+    python -m common.compare --readme README.md            # the README's table, from the records only
+    python -m common.compare --readme README.md --check    # does the README's table match the records?
     python -m common.compare runs --pareto pareto.png --by-year years.png --plot val_top1 --out curves.png
     python -m common.compare runs/alexnet/* --group ACTIVATION --until-train-error 0.25 \
         --plot train_error --out alexnet/relu_vs_tanh.png
@@ -15,6 +17,9 @@ other recipes or datasets stay apart, labelled by ARCH, RECIPE, dataset, IMAGE_D
 Only finished runs are counted: a run that stopped early (fewer epochs in log.csv than its
 NUM_EPOCHS) and a damaged run folder are left out, each named in a warning, so no mean ever
 pools an unfinished run with finished ones.
+
+The README's table is written only from the committed run records, common/results/runs/<model>/<run>/
+(config.json and log.csv, no checkpoints), so a clone regenerates it exactly; never from runs/.
 """
 from __future__ import annotations
 
@@ -29,12 +34,13 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
 from common import errors, registry
 from common.config import ConfigError
+from common.datasets import DataError
 from common.files import atomic_write, atomic_write_text, rel
 
 METRICS = {  # plot name -> (log column, transform, axis label)
@@ -190,7 +196,11 @@ def plot(groups: dict[str, list[list[dict[str, float]]]], metric: str, out: Path
 # these (and SEED) are one configuration. DATA_PATH and DATASET_SIZE enter as the dataset label.
 NOT_THE_CONFIGURATION = frozenset({
     "SEED", "SEEDS", "DATA_PATH", "DATA_DIR", "DATASET_SIZE", "DECODE_WORKERS", "DEVICE", "RUNS_DIR",
-    "RESUME", "COMPILE", "CHANNELS_LAST"})
+    "RESUME", "COMPILE", "CHANNELS_LAST", "PROGRESS_SECONDS", "SAVE_BEST"})
+# What a label's base already says (model, recipe, dataset, size, epochs).
+IN_THE_BASE = frozenset({"ARCH", "RECIPE", "DATASET", "DATASET_SIZE", "DATA_PATH", "IMAGE_DIM", "NUM_EPOCHS"})
+REPO = Path(__file__).resolve().parents[1]
+RECORDS = REPO / "common" / "results" / "runs"  # the committed run records the README's table is made from
 NUM_CLASSES = 10  # Imagenette's and Imagewoof's: the class count of a run whose checkpoint is gone
 README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
 
@@ -302,6 +312,37 @@ def _base_label(cfg: dict[str, Any]) -> str:
             f"{cfg.get('NUM_EPOCHS', '?')} ep")
 
 
+def family_defaults(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """The constants a run of ``cfg``'s ARCH gets when nothing is overridden: its train.py's
+    constants (with the run's RECIPE over them) and the loop's switches; None for an ARCH no
+    folder knows."""
+    import importlib
+
+    from common import config as config_lib
+    from common import recipe
+
+    folder = registry.folder_of(str(cfg.get("ARCH")))
+    if folder is None:
+        return None
+    train = importlib.import_module(f"{folder}.train")
+    own = config_lib.constants(train)
+    return {**recipe.SWITCHES, **own, **getattr(train, "RECIPES", {}).get(cfg.get("RECIPE") or "", {})}
+
+
+def label(cfg: dict[str, Any], peers: Sequence[dict[str, Any]] = ()) -> str:
+    """The base (ARCH, RECIPE, dataset, IMAGE_DIM, epochs), then every constant that differs from
+    the family's defaults (family_defaults) or between ``peers`` (the configurations that share
+    the base), except those of the base and where the run happened (NOT_THE_CONFIGURATION).
+    A constant the run's config lacks (older than it) counts as its default."""
+    defaults = family_defaults(cfg) or {}
+    mine = configuration(cfg)
+    differ = {k for k, v in mine.items() if k in defaults and _value(defaults[k]) != v
+              and not (isinstance(v, (list, tuple)) and tuple(v) == tuple(defaults[k]))}
+    differ |= {k for k in mine if any(o.get(k) != mine[k] for o in peers)}
+    differ -= IN_THE_BASE | {"dataset"}
+    return _base_label(cfg) + "".join(f", {k}={mine[k] if mine[k] != '' else repr('')}" for k in sorted(differ))
+
+
 def group_by_configuration(runs: Sequence[Run]) -> list[Group]:
     """Runs with the same configuration pooled; labelled by ARCH, RECIPE, dataset, IMAGE_DIM and
     epochs, plus the constants that tell apart groups that share those."""
@@ -313,11 +354,7 @@ def group_by_configuration(runs: Sequence[Run]) -> list[Group]:
         by_base.setdefault(_base_label(members[0].cfg), []).append(configuration(members[0].cfg))
     groups = []
     for members in keyed.values():
-        base = _base_label(members[0].cfg)
-        mine, others = configuration(members[0].cfg), by_base[base]
-        differ = [k for k in sorted(mine) if any(o.get(k) != mine[k] for o in others)]
-        label = base + "".join(f", {k}={mine[k] if mine[k] != '' else repr('')}" for k in differ)
-        groups.append(Group(label, members))
+        groups.append(Group(label(members[0].cfg, by_base[_base_label(members[0].cfg)]), members))
     return groups
 
 
@@ -394,6 +431,68 @@ def results_table(groups: Sequence[Group], target: float) -> str:
                  _fmt([r.final for r in g.runs], scale=100, unit=" %"), str(len(g.runs))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def record(run_dirs: Sequence[Path]) -> list[Path]:
+    """Copy each finished run's config.json and log.csv to RECORDS/<model>/<run>/ (what the
+    README's table is made from; checkpoints stay behind). Refuses, before copying any, a folder
+    that is not a finished run."""
+    if not run_dirs:
+        _fail("--record needs run folders, e.g. --record runs/resnet18/20261130-034230")
+    for d in run_dirs:
+        if not ((d / "config.json").is_file() and (d / "log.csv").is_file()):
+            _fail(f"{d} is not a run folder (no config.json and log.csv): give runs/<model>/<run>")
+        cfg, rows = read_run(d)
+        if len(rows) < int(cfg.get("NUM_EPOCHS", 0)) or not rows:
+            _fail(f"{d} is unfinished ({len(rows)} of {cfg.get('NUM_EPOCHS')} epochs): record a run "
+                  f"that has finished (or resume it first)")
+    out = []
+    for d in run_dirs:
+        dest = RECORDS / d.resolve().parent.name / d.resolve().name
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "log.csv"):
+            atomic_write_text(dest / name, (d / name).read_text())
+        print(f"recorded {rel(d)} -> {rel(dest)}")
+        out.append(dest)
+    return out
+
+
+def readme_table(readme: Path, paths: Sequence[Path], target: float, check: bool = False) -> bool:
+    """Write (or with ``check``, compare) the README's table from RECORDS alone; True if it
+    changed (or, checking, differs). Run folders given with it are refused: the published table
+    never comes from whatever runs/ holds."""
+    if paths:
+        _fail(f"--readme writes the table from the committed records ({rel(RECORDS)}) only, not from "
+              f"{' '.join(map(str, paths))}: drop the folders, or record them first with --record")
+    try:
+        write_readme(readme, "", check_only=True)  # a README that cannot take the table: before any work
+    except (OSError, ValueError) as e:
+        _fail(str(e))
+    found, text = overview([RECORDS], target) if RECORDS.is_dir() else ([], "")
+    if not found:
+        _fail(f"{rel(RECORDS)} holds no run records: add some with --record runs/<model>/<run>")
+    text += (f"\n\n{sum(len(g.runs) for g in found)} runs in {len(found)} configurations, from "
+             "common/results/runs/; `python -m common.compare --readme README.md`")
+    if check:
+        old = readme.read_text()
+        now = old[old.find(README_BEGIN) + len(README_BEGIN):old.find(README_END)].strip()
+        if now != text.strip():
+            print(f"{rel(readme)}: the table differs from the records; rewrite it with "
+                  f"python -m common.compare --readme {rel(readme)}", file=sys.stderr)
+            sys.exit(1)
+        print(f"{rel(readme)}: the table matches the records")
+        return False
+    try:
+        changed = write_readme(readme, text)
+    except (OSError, ValueError) as e:
+        _fail(str(e))
+    print(f"{rel(readme)}: {'table written' if changed else 'unchanged'}")
+    return changed
+
+
+def _fail(message: str) -> NoReturn:
+    """A refused command: one line and exit 1, through common.errors' boundary around main."""
+    raise DataError(message)
 
 
 def write_readme(readme: Path, text: str, check_only: bool = False) -> bool:
@@ -503,22 +602,39 @@ def overview(paths: Sequence[Path], target: float) -> tuple[list[Group], str]:
 @errors.entry_point
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("runs", nargs="+", type=Path,
+    p.add_argument("runs", nargs="*", type=Path,
                    help="run folders (each with config.json and log.csv), or folders holding them (runs/)")
+    p.add_argument("--record", action="store_true",
+                   help=f"copy each finished run's config.json and log.csv to {rel(RECORDS)}/<model>/<run>/")
     p.add_argument("--group", default="",
                    help="comma-separated constants that name a group, e.g. ARCH,ACTIVATION (default: every "
                         "constant that differs, except the seed)")
     p.add_argument("--until-train-error", type=float, default=None,
                    help="with --group: also the first epoch whose training error is at most this (e.g. 0.25)")
     p.add_argument("--target", type=float, default=0.6, help="the table's 'time to' this val top-1 (default 0.6)")
-    p.add_argument("--readme", type=Path, default=None, help=f"write the table between {README_BEGIN} and "
-                                                             f"{README_END} in this file")
+    p.add_argument("--readme", type=Path, default=None,
+                   help=f"write the table of the committed records ({rel(RECORDS)}) between {README_BEGIN} "
+                        f"and {README_END} in this file (no run folders with it)")
+    p.add_argument("--check", action="store_true",
+                   help="with --readme: only say whether the file's table matches the records (exit 1 if not)")
     p.add_argument("--pareto", type=Path, default=None, help="plot best val top-1 against MACs here")
     p.add_argument("--by-year", type=Path, default=None, help="plot best val top-1 against the paper's year here")
     p.add_argument("--plot", choices=sorted(METRICS), default=None, help="draw this metric against epochs")
     p.add_argument("--out", type=Path, default=Path("compare.png"), help="where the --plot goes")
     p.add_argument("--title", default="")
     args = p.parse_args(argv)
+    if args.record:
+        record(args.runs)
+        return
+    if args.readme:
+        readme_table(args.readme, args.runs, args.target, check=args.check)
+        if not (args.pareto or args.by_year or args.plot):
+            return
+        args.runs = [RECORDS]  # the figures beside the table: of the same records
+    elif args.check:
+        p.error("--check compares a README's table with the records: give --readme FILE")
+    if not args.runs:
+        p.error("give run folders (or folders holding them, e.g. runs), or --readme FILE, or --record RUN...")
     runs = find_runs(args.runs)
     if not runs:
         p.error("none of these folders holds a finished run (config.json and log.csv)")
@@ -531,25 +647,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         groups = group_runs(runs, [k for k in args.group.split(",") if k])
         print(table(groups, args.until_train_error))
     else:  # across architectures
-        if args.readme:  # a README that cannot take the table is refused before any work
-            try:
-                write_readme(args.readme, "", check_only=True)
-            except (OSError, ValueError) as e:
-                print(f"error: {e}", file=sys.stderr)
-                sys.exit(1)
         found, text = overview(runs, args.target)
-        print(text)
+        if not args.readme:
+            print(text)
         groups = {g.label: [r.rows for r in g.runs] for g in found}
-        if args.readme:
-            # The runs given, not the whole command line: the same runs write the same text.
-            note = (f"\n\n{sum(len(g.runs) for g in found)} runs in {len(found)} configurations; "
-                    f"`python -m common.compare {' '.join(str(r) for r in args.runs)} --readme {args.readme}`")
-            try:
-                changed = write_readme(args.readme, text + note)
-            except (OSError, ValueError) as e:
-                print(f"error: {e}", file=sys.stderr)
-                sys.exit(1)
-            print(f"{rel(args.readme)}: {'table written' if changed else 'unchanged'}")
         if args.pareto:
             plot_pareto(found, args.pareto)
             print(f"plot: {args.pareto}")

@@ -35,6 +35,10 @@ SWITCHES: dict[str, Any] = {
     "EVAL_CROP": 0.875,  # evaluation centre crop as a fraction of the short side (224/256)
     "EVAL_VIEWS": "center",  # after the last epoch also: flip, 5crop, 10crop (softmax averaged)
     "EVAL_SCALES": (1.0,),  # ... each view at these multiples of EVAL_IMAGE_DIM (VGG's multi-scale test)
+    # --- logs, disk, and the smoke test
+    "PROGRESS_SECONDS": 30.0,  # when stderr is not a terminal (a log file): a progress line this often
+    "SAVE_BEST": True,  # best.pt beside last.pt (False: only last.pt, half the disk of a run folder)
+    "MAX_IMAGES_PER_CLASS": 0,  # 0 = every image; N = the first N of each class, train and val (smoke tests)
 }
 
 # What every recipe states, whatever it chooses.
@@ -106,6 +110,8 @@ RULES: Rules = {
     "AMP": (lambda v: v in ("bf16", "fp16", "off"), "bf16, fp16 or off"),
     "DECODE_WORKERS": (lambda v: v >= 0, "0 (one per core) or more (more than the cores: capped at their number)"),
     "SEEDS": (lambda v: v >= 1, "at least 1 run"),
+    "PROGRESS_SECONDS": (lambda v: v > 0, "a positive number of seconds"),
+    "MAX_IMAGES_PER_CLASS": (lambda v: v >= 0, "0 (every image) or a positive count"),
 }
 
 

@@ -1,4 +1,4 @@
-"""A run's folder and its human-readable files: config.json, log.csv, curves.png.
+"""A run's folder and its human-readable files: config.json, log.csv, curves.png, progress lines.
 
 ``runs/<model>/<timestamp>/config.json`` holds the effective constants and what made the run
 (git commit and whether the tree had uncommitted changes, versions, device, command line), so
@@ -9,13 +9,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import platform
 import shlex
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 
@@ -100,13 +102,67 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def duration(seconds: float) -> str:
+    """45s, 3m10s, 2h05m: short enough for a progress line."""
+    if not math.isfinite(seconds):
+        return "?"
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+class Progress:
+    """Plain progress lines for a log file, where tqdm's bar (meant for a terminal) shows nothing.
+
+    When ``stream`` (stderr) is not a terminal, ``step`` prints at most one line every ``every``
+    seconds: the epoch, step/steps, images/s since the epoch (re)started, and the ETA of the epoch
+    and of the run (training time at this epoch's pace; evaluation not counted).
+    """
+
+    def __init__(self, every: float, epoch: int, num_epochs: int, steps: int, start_step: int,
+                 images_per_step: int, enabled: bool = True, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled and not _is_terminal(self.stream)
+        self.every, self.epoch, self.num_epochs = every, epoch, num_epochs
+        self.steps, self.start_step, self.images_per_step = steps, start_step, images_per_step
+        self.t0 = self.last = time.perf_counter()
+
+    def step(self, step: int) -> None:
+        """After step ``step`` (0-based) of the epoch."""
+        now = time.perf_counter()
+        if not self.enabled or now - self.last < self.every:
+            return
+        self.last = now
+        done = step + 1 - self.start_step
+        per_step = (now - self.t0) / max(done, 1)
+        left_epoch = self.steps - step - 1
+        left_run = left_epoch + (self.num_epochs - self.epoch - 1) * self.steps
+        print(f"epoch {self.epoch + 1}/{self.num_epochs}  step {step + 1}/{self.steps}  "
+              f"{done * self.images_per_step / max(now - self.t0, 1e-9):.0f} img/s  "
+              f"epoch ETA {duration(left_epoch * per_step)}  run ETA {duration(left_run * per_step)}",
+              file=self.stream, flush=True)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or unusual stream: no terminal
+        return False
+
+
 def epoch_line(row: dict[str, Any], num_epochs: int) -> str:
-    """The line printed after each epoch."""
+    """The line printed after each epoch; it ends with the run's ETA (the remaining epochs at
+    this epoch's training time; evaluation not counted)."""
     extra = f"  ema top-1 {row['ema_val_top1']:.4f}" if "ema_val_top1" in row else ""
     for key, value in row.items():  # other evaluation views, after the last epoch
         if key.startswith("val_top1_"):
             extra += f"  top-1 ({key[len('val_top1_'):]}) {value:.4f}"
+    left = num_epochs - int(row["epoch"])
+    eta = f"  run ETA {duration(left * row['epoch_time_s'])}" if left > 0 else ""
     return (f"epoch {row['epoch']}/{num_epochs}  train loss {row['train_loss']:.4f} "
             f"top-1 {row['train_top1']:.4f}  val loss {row['val_loss']:.4f} top-1 "
             f"{row['val_top1']:.4f} top-5 {row['val_top5']:.4f}{extra}  "
-            f"{row['images_per_s']:.0f} img/s  {row['epoch_time_s']:.1f}s")
+            f"{row['images_per_s']:.0f} img/s  {row['epoch_time_s']:.1f}s{eta}")

@@ -220,10 +220,14 @@ def _train_epoch(run: Run, epoch: int, stop: system.StopRequest,
     spe, t0 = run.steps_per_epoch, time.perf_counter()
     bar = tqdm(total=spe, initial=run.start_step, disable=not run.main_proc or None,
                desc=f"epoch {epoch + 1}/{run.cfg['NUM_EPOCHS']}", leave=False, mininterval=1.0)
+    # The bar is for a terminal; in a log file (nohup, tee) a plain line every PROGRESS_SECONDS.
+    progress = runlog.Progress(run.cfg["PROGRESS_SECONDS"], epoch, run.cfg["NUM_EPOCHS"], spe, run.start_step,
+                               run.cfg["BATCH_SIZE"] * run.world, enabled=run.main_proc)
     sums = DeviceSums(run.device)
     for step, (x, y) in enumerate(run.train_loader.iterate(run.start_step), start=run.start_step):
         train_step(run, x, y, epoch * spe + step, sums)
         bar.update(1)
+        progress.step(step)
         last = step + 1 == spe
         check = (step + 1) % CHECK_EVERY == 0 or last  # a device sync: not every step
         if check:
@@ -316,7 +320,7 @@ def _end_epoch(run: Run, epoch: int, train_time: float) -> None:
     run.accum, run.start_step = _new_accum(), 0
     if run.main_proc:
         run.last_good = _checkpoint(run, epoch + 1, 0)
-        if is_best:
+        if is_best and run.cfg["SAVE_BEST"]:  # False: last.pt only, half the disk
             _checkpoint(run, epoch + 1, 0, "best.pt")
         runlog.write_log(run.history, run.run_dir / "log.csv")
         runlog.plot_history(run.history, run.run_dir / "curves.png")

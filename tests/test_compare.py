@@ -54,7 +54,8 @@ def _resnet_run(root: Path, name: str, seed: int, val_top1: list[float], **chang
     return d
 
 
-def test_results_across_architectures_pool_seeds_and_keep_recipes_apart(tmp_path: Path, capsys) -> None:
+def test_results_across_architectures_pool_seeds_and_keep_recipes_apart(tmp_path: Path, capsys,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from PIL import Image
 
     from resnet.model import resnet18
@@ -74,12 +75,13 @@ def test_results_across_architectures_pool_seeds_and_keep_recipes_apart(tmp_path
 
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\n<!-- results:begin -->\nold\n<!-- results:end -->\n\nafter\n")
-    args = [str(runs), "--readme", str(readme), "--pareto", str(tmp_path / "p.png"), "--by-year",
+    monkeypatch.setattr(compare, "RECORDS", runs)  # the README's table: from the records only
+    args = ["--readme", str(readme), "--pareto", str(tmp_path / "p.png"), "--by-year",
             str(tmp_path / "y.png"), "--plot", "val_top1", "--out", str(tmp_path / "c.png")]
     compare.main(args)
     assert "README.md: table written" in capsys.readouterr().out
     once = readme.read_text()
-    compare.main(args[:3])  # the same runs again: the same text, the file untouched
+    compare.main(args[:2])  # the same runs again: the same text, the file untouched
     assert "README.md: unchanged" in capsys.readouterr().out
     assert readme.read_text() == once and "old" not in once and once.endswith("<!-- results:end -->\n\nafter\n")
     assert pooled in once and once.count("<!-- results:begin -->") == 1
@@ -89,6 +91,6 @@ def test_results_across_architectures_pool_seeds_and_keep_recipes_apart(tmp_path
 
     readme.write_text("no markers here\n")
     with pytest.raises(SystemExit) as end:
-        compare.main([str(runs), "--readme", str(readme)])
+        compare.main(["--readme", str(readme)])
     err = capsys.readouterr().err.strip()
     assert end.value.code == 1 and len(err.splitlines()) == 1 and "<!-- results:begin -->" in err
