@@ -93,7 +93,7 @@ class FolderBusy(Exception):
         if not h:
             return f"another process (`fuser -v {self.path}` names it)"
         host = f" on {h['host']}" if h.get("host") not in (None, socket.gethostname()) else ""
-        return f"PID {h.get('pid', '?')}{host} (since {h.get('since', '?')}; command: {h.get('command', '?')})"
+        return f"PID {h.get('pid', '?')}{host} (since {h.get('since', '?')}; command: {_one_line(str(h.get('command', '?')))})"
 
 
 class HeldLock:
@@ -119,7 +119,7 @@ class HeldLock:
             f.close()
             raise FolderBusy(self.path, _read_holder(self.path)) from None
         self._f = f
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.orig_argv)[:200],
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "command": _one_line(" ".join(sys.orig_argv)),
                   "since": datetime.now().isoformat(timespec="seconds")}
         try:  # only for the message of a process refused: a full disk must not stop the run
             f.truncate(0)
@@ -143,6 +143,12 @@ class HeldLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _one_line(text: str, most: int = 200) -> str:
+    """``text`` on one line (``python -c`` code has newlines), shortened, for a message."""
+    line = " ".join(text.split())
+    return line if len(line) <= most else line[: most - 3] + "..."
 
 
 def _read_holder(path: Path) -> dict[str, Any] | None:
