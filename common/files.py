@@ -77,6 +77,28 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
     return path
 
 
+def remove_stale_tmp(folder: Path) -> list[Path]:
+    """Delete the temporary files in ``folder`` that a process killed mid-write left (their writer,
+    named in the file name, no longer runs on this machine); the removed paths."""
+    removed = []
+    for p in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        pid = p.name.rsplit(".", 3)[-3] if p.name.count(".") >= 4 else ""
+        if pid.isdigit() and not _running(int(pid)):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by another user
+        return True
+    return True
+
+
 def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode()))
 

@@ -29,7 +29,7 @@ from common import config as config_lib
 from common import optim, recipe, runlog, system
 from common.cache import ImageSet
 from common.checkpoint import TrainingError
-from common.files import FolderBusy, HeldLock, rel, user_path
+from common.files import FolderBusy, HeldLock, rel, remove_stale_tmp, user_path
 from common.loader import BatchLoader, BatchTransform
 
 __all__ = ["fit", "evaluate", "TrainingError"]
@@ -129,7 +129,7 @@ def setup(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[st
         _restore(run, user_path(cfg["RESUME"]))
     else:
         runs = user_path(cfg["RUNS_DIR"]) if cfg["RUNS_DIR"] else runlog.REPO / "runs"
-        run.run_dir = runlog.new_run_dir(runs, name)
+        run.run_dir = runlog.new_run_dir(runs, name, create=run.main_proc)
     if run.main_proc:
         run.run_dir.mkdir(parents=True, exist_ok=True)
         run.lock = _lock_run_dir(run.run_dir)
@@ -252,11 +252,13 @@ def _later_than(folder: Path, path: Path, ckpt: dict[str, Any]) -> str | None:
 def _lock_run_dir(run_dir: Path) -> HeldLock:
     """The run folder belongs to this process until the run ends: a second one is refused at once."""
     try:
-        return HeldLock(run_dir / "run.lock").acquire()
+        lock = HeldLock(run_dir / "run.lock").acquire()
     except FolderBusy as e:
         raise TrainingError(f"{rel(run_dir)} is in use by {e.who()}: two runs in one folder would "
                             f"overwrite each other's checkpoints. Wait for it to end or stop it, or "
                             f"start a new run without RESUME.") from None
+    remove_stale_tmp(run_dir)  # from a process killed mid-save: nobody else writes here now
+    return lock
 
 
 def _checkpoint(run: Run, epoch: int, step: int, filename: str = "last.pt",

@@ -124,6 +124,11 @@ trainer.fit(tiny_model(), colour_set(48), colour_set(16, seed=1),
 def test_a_run_folder_belongs_to_one_process_and_a_second_is_refused_at_once(tmp_path: Path) -> None:
     run = one_epoch_run(tmp_path)
     ready, go = tmp_path / "ready", tmp_path / "go"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = run / f".last.pt.{gone.pid}.0123abcd.tmp"  # left by a process killed mid-save
+    live = run / f".log.csv.{os.getpid()}.0123abcd.tmp"  # a writer still running
+    stale.write_bytes(b"half"), live.write_bytes(b"half")
     code = CHILD.format(repo=str(REPO), ready=str(ready), go=str(go), ckpt=str(run / "last.pt"))
     child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
@@ -143,6 +148,7 @@ def test_a_run_folder_belongs_to_one_process_and_a_second_is_refused_at_once(tmp
         out = child.communicate(timeout=300)[0]
     assert child.returncode == 0, out
     assert state(run / "last.pt")["epoch"] == 2  # the holder's run went on and saved
+    assert not stale.exists() and live.exists()  # the holder cleared what the dead left
     files.HeldLock(run / "run.lock").acquire().release()  # and let go of the folder at its end
 
 
@@ -164,6 +170,13 @@ def test_two_processes_writing_one_file_never_share_a_temporary_file(tmp_path: P
     assert [p.returncode for p in procs] == [0, 0], errors
     assert target.read_text() in ("a" * 20000, "b" * 20000)  # one writer's whole file
     assert [p.name for p in tmp_path.iterdir()] == ["log.csv"]  # no temporary file left
+
+
+def test_two_new_runs_started_in_the_same_second_get_two_folders(tmp_path: Path) -> None:
+    from common import runlog
+
+    first, second = (runlog.new_run_dir(tmp_path, "m", create=True) for _ in range(2))
+    assert first != second and first.is_dir() and second.is_dir()
 
 
 # ----------------------------------------------------------------------------- item 5: a NaN validation loss
