@@ -73,17 +73,17 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def test_resuming_an_older_checkpoint_continues_in_a_new_folder_and_leaves_the_run_as_it_was(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = one_epoch_run(tmp_path)
-    early = run / "early.pt"  # a user's copy of epoch 1, as best.pt is when a later epoch is worse
-    early.write_bytes((run / "last.pt").read_bytes())
+    epoch1 = (run / "last.pt").read_bytes()
     data = colour_set(48), colour_set(16, seed=1)
     trainer.fit(tiny_model(), *data, {**TINY, "RESUME": str(run / "last.pt")}, name="m")  # the latest: in place
     assert state(run / "last.pt")["epoch"] == 2
+    (run / "best.pt").write_bytes(epoch1)  # as when epoch 2 scored lower than epoch 1
     before = snapshot(run)
     capsys.readouterr()
 
-    resumed = trainer.fit(tiny_model(), *data, {**TINY, "RESUME": str(early)}, name="m")
+    resumed = trainer.fit(tiny_model(), *data, {**TINY, "RESUME": str(run / "best.pt")}, name="m")
     new = Path(resumed["run_dir"])
-    assert new.parent == run.parent and new.name.startswith(f"{run.name}-from-early-e1")
+    assert new.parent == run.parent and new.name.startswith(f"{run.name}-from-best-e1")
     assert snapshot(run) == before  # last.pt, log.csv, config.json, best.pt: byte for byte
     assert state(new / "last.pt")["epoch"] == 2
     said = [line for line in capsys.readouterr().out.splitlines() if "new folder" in line]
@@ -92,7 +92,7 @@ def test_resuming_an_older_checkpoint_continues_in_a_new_folder_and_leaves_the_r
     # A last.pt older than the folder's log (it holds 2 epochs, the checkpoint 1): never in place.
     other = tmp_path / "m" / "copied"
     other.mkdir()
-    (other / "last.pt").write_bytes(early.read_bytes())
+    (other / "last.pt").write_bytes(epoch1)
     (other / "log.csv").write_bytes((run / "log.csv").read_bytes())
     (other / "config.json").write_text("{}")
     before = snapshot(other)
