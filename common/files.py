@@ -115,7 +115,8 @@ class FolderBusy(Exception):
         if not h:
             return f"another process (`fuser -v {self.path}` names it)"
         host = f" on {h['host']}" if h.get("host") not in (None, socket.gethostname()) else ""
-        return f"PID {h.get('pid', '?')}{host} (since {h.get('since', '?')}; command: {_one_line(str(h.get('command', '?')))})"
+        command = _one_line(str(h.get("command", "?")))
+        return f"PID {h.get('pid', '?')}{host} (since {h.get('since', '?')}; command: {command})"
 
 
 class HeldLock:

@@ -33,6 +33,7 @@ TINY = {**RESNET_RECIPE, "IMAGE_DIM": 32, "EVAL_IMAGE_DIM": 32, "BATCH_SIZE": 16
         "LEARNING_RATE": 0.05, "LR_SCHEDULE": "onecycle", "WARMUP_EPOCHS": 0.5, "NESTEROV": True,
         "LABEL_SMOOTHING": 0.1, "EMA_DECAY": 0.9, "GRAD_CLIP": 5.0, "DEVICE": "cpu"}
 CPU = torch.device("cpu")
+MEAN, STD = torch.tensor(augment.IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(augment.IMAGENET_STD).view(1, 3, 1, 1)
 
 
 def colour_set(n: int, classes: int = 4, size: int = 24, seed: int = 0) -> ImageSet:
@@ -208,7 +209,7 @@ def test_a_nan_validation_loss_is_a_diverged_run_and_keeps_the_last_good_checkpo
     assert state(run / "last.pt")["epoch"] == 1 and len((run / "log.csv").read_text().splitlines()) == 2
 
 
-# ----------------------------------------------------------------------------- items 7 and 19a: a save that fails half-way
+# ----------------------------------------------------------------------------- items 7, 19a: a save failing half-way
 
 class _FailingFile:
     """A real file that takes ``room`` bytes, then raises ``error`` (a full disk, a Ctrl-C)."""
@@ -382,7 +383,7 @@ class _Lookup(nn.Module):
         self.anchor = nn.Parameter(torch.zeros(()))  # an nn.Module with a parameter, like a net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        level = x * torch.tensor(augment.IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(augment.IMAGENET_MEAN).view(1, 3, 1, 1)
+        level = x * STD + MEAN  # back to pixel values in [0, 1]
         k = (level[:, 0, :, :4].mean((1, 2)) * 255 / self.STEP).round().long()  # from the left edge
         out = self.logits[k]
         if self.mirrored is not None:
@@ -422,7 +423,8 @@ def test_multi_view_evaluation_averages_probabilities_not_logits() -> None:
     view1, view2 = torch.tensor([[2.0, 0.0, -10.0]]), torch.tensor([[0.0, 3.0, 4.5]])  # centre, mirror
     probs = (view1.softmax(1) + view2.softmax(1)) / 2
     assert probs.argmax().item() == 0 and (view1 + view2).argmax().item() == 1
-    loader = BatchLoader(lookup_set([0], ramp=True, classes=3), 1, train=False, image_dim=32, eval_crop=1.0, views="flip")
+    loader = BatchLoader(lookup_set([0], ramp=True, classes=3), 1, train=False, image_dim=32, eval_crop=1.0,
+                         views="flip")
     model = _Lookup(view1, mirrored=view2)
     result = trainer.evaluate(model, loader, NO_AUTOCAST, views=True)
     assert result["top1"] == 1.0 and result["loss"] == pytest.approx(-math.log(probs[0, 0].item()), rel=1e-5)
@@ -452,7 +454,7 @@ def test_rand_augment_gives_every_image_the_strength_of_bin_m(monkeypatch: pytes
     m = 20
     strength = augment._bin_magnitudes("Brightness", spec, 31, 8, 8)[m].item()
     pixels = torch.full((16, 3, 8, 8), 0.4)
-    mean, std = torch.tensor(augment.IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(augment.IMAGENET_STD).view(1, 3, 1, 1)
+    mean, std = MEAN, STD
     x = (pixels - mean) / std
     out, _ = augment.rand_augment(num_ops=1, magnitude=m)(x, torch.zeros(16, dtype=torch.long),
                                                           torch.Generator().manual_seed(0))
