@@ -156,9 +156,10 @@ def _few(names: Sequence[str], most: int = 5) -> str:
     return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-def diverged_message(loss: float, epoch: int, step: int, cfg: dict[str, Any], last_good: Path | None) -> str:
+def diverged_message(loss: float, epoch: int, step: int, cfg: dict[str, Any], last_good: Path | None,
+                     what: str = "loss") -> str:
     where = f" at {rel(last_good)}" if last_good else " (none was written yet)"
     warmup = " add warm-up (WARMUP_EPOCHS)," if cfg["LR_SCHEDULE"] in ("cosine", "onecycle") else ""
-    return (f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}. Stopped; the "
+    return (f"the {what} became {loss} at epoch {epoch + 1}, step {step + 1}. Stopped; the "
             f"last good checkpoint is intact{where}. Lower LEARNING_RATE (now {cfg['LEARNING_RATE']}),"
             f"{warmup} or clip gradients (GRAD_CLIP), then start again or --RESUME from it.")

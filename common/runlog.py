@@ -26,14 +26,23 @@ from common.files import atomic_write, atomic_write_text
 REPO = Path(__file__).resolve().parents[1]
 
 
-def new_run_dir(runs: Path, name: str) -> Path:
-    """``runs/<name>/<timestamp>``, with a suffix when two runs start within the same second."""
+def new_run_dir(runs: Path, name: str, create: bool = False) -> Path:
+    """``runs/<name>/<timestamp>``, with a suffix when two runs start within the same second.
+
+    ``create``: make it, atomically, so two processes starting at once never get one folder."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir, k = runs / name / stamp, 1
-    while run_dir.exists():
+    while True:
+        if create:
+            try:
+                run_dir.mkdir(parents=True)
+                return run_dir
+            except FileExistsError:
+                pass
+        elif not run_dir.exists():
+            return run_dir
         k += 1
         run_dir = runs / name / f"{stamp}-{k}"
-    return run_dir
 
 
 def _git(*args: str) -> str | None:

@@ -11,6 +11,8 @@ times the loop's own step with them, so a benchmark measures what training runs.
 """
 from __future__ import annotations
 
+import contextlib
+import csv
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +29,7 @@ from common import config as config_lib
 from common import optim, recipe, runlog, system
 from common.cache import ImageSet
 from common.checkpoint import TrainingError
-from common.files import rel, user_path
+from common.files import FolderBusy, HeldLock, rel, remove_stale_tmp, user_path
 from common.loader import BatchLoader, BatchTransform
 
 __all__ = ["fit", "evaluate", "TrainingError"]
@@ -60,9 +62,11 @@ class Run:
     accum: dict[str, float] = field(default_factory=lambda: _new_accum())  # checkpointed: the epoch so far
     start_epoch: int = 0  # checkpointed
     start_step: int = 0  # checkpointed
+    unfolded: dict[str, float] | None = None  # checkpointed: this rank's DeviceSums not yet folded
     confusion: torch.Tensor | None = None  # the last epoch's (true, predicted) counts, for confusion.png
     last_good: Path | None = None
     lr: float = 0.0
+    lock: contextlib.AbstractContextManager = field(default_factory=contextlib.nullcontext)  # the run folder's
 
     @property
     def main_proc(self) -> bool:
@@ -89,7 +93,7 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str,
     cfg = recipe.complete(cfg)
     config_lib.check(cfg, recipe.RULES)
     run = setup(model, train_set, val_set, cfg, name, param_options, batch_transforms)
-    with system.StopRequest() as stop:
+    with run.lock, system.StopRequest() as stop:
         for epoch in range(run.start_epoch, cfg["NUM_EPOCHS"]):
             train_time = _train_epoch(run, epoch, stop, on_step)
             if train_time is None:  # stopped mid-epoch, checkpoint saved
@@ -128,9 +132,10 @@ def setup(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[st
         _restore(run, user_path(cfg["RESUME"]))
     else:
         runs = user_path(cfg["RUNS_DIR"]) if cfg["RUNS_DIR"] else runlog.REPO / "runs"
-        run.run_dir = runlog.new_run_dir(runs, name)
+        run.run_dir = runlog.new_run_dir(runs, name, create=run.main_proc)
     if run.main_proc:
         run.run_dir.mkdir(parents=True, exist_ok=True)
+        run.lock = _lock_run_dir(run.run_dir)
         runlog.write_config(run.run_dir, cfg, runlog.provenance(system.device_name(device), world))
         print(f"{name}: {sum(p.numel() for p in raw.parameters()):,} parameters on {device} "
               f"({world} process{'es' if world > 1 else ''}), {len(train_set)} train / {len(val_set)} "
@@ -178,7 +183,8 @@ def _place(model: nn.Module, cfg: dict[str, Any], device: torch.device,
 
 
 def _restore(run: Run, path: Path) -> None:
-    """Continue from a checkpoint, in its own folder, exactly where it stopped."""
+    """Continue from a checkpoint exactly where it stopped: in its own folder when it is the latest
+    there, else in a new folder beside it (``_resume_dir``)."""
     ckpt = ckpt_lib.load_checkpoint(path)
     ckpt_lib.check_resumable(ckpt, run.cfg, run.world)
     run.model.load_state_dict(ckpt["model"])
@@ -189,20 +195,83 @@ def _restore(run: Run, path: Path) -> None:
     if run.ema is not None:  # no average saved (EMA newly switched on): start it from the weights
         run.ema.module.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else run.model.state_dict())
     run.start_epoch, run.start_step, run.history = ckpt["epoch"], ckpt["step"], ckpt["history"]
-    # A mid-epoch checkpoint holds the partial epoch's sums of all ranks: rank 0 carries them.
-    run.accum = ckpt["accum"] if run.main_proc else _new_accum()
+    # A mid-epoch checkpoint carries each rank's sums as they were, folded and not yet folded: the
+    # resumed run adds and folds them at the same steps, so its losses match to the last bit.
+    carried = ckpt.get("rank_sums")
+    if carried and len(carried) == run.world:
+        run.accum, run.unfolded = dict(carried[run.rank]["accum"]), carried[run.rank]["unfolded"]
+    else:  # older checkpoints: the folded sums of all ranks, which rank 0 carries
+        run.accum = ckpt["accum"] if run.main_proc else _new_accum()
     ckpt_lib.set_rng(ckpt["rng"], run.device)
-    run.run_dir = path.parent
+    run.run_dir = _resume_dir(path, ckpt, run.main_proc)
     run.last_good = path if path.name == "last.pt" else None
     if run.main_proc:
         print(f"resumed from {rel(path)} at epoch {run.start_epoch + 1}, step {run.start_step}")
 
 
-def _checkpoint(run: Run, epoch: int, step: int, filename: str = "last.pt") -> Path:
+def _resume_dir(path: Path, ckpt: dict[str, Any], say: bool) -> Path:
+    """The folder a resumed run writes to: the checkpoint's own when nothing there is later than
+    it; else a new folder beside it, named after where it came from, so that a later last.pt,
+    later rows of log.csv and config.json are never overwritten."""
+    folder = path.parent
+    later = _later_than(folder, path, ckpt)
+    if later is None:
+        return folder
+    where = f"e{ckpt['epoch']}" + (f"s{ckpt['step']}" if ckpt["step"] else "")
+    new, k = folder.with_name(f"{folder.name}-from-{path.stem}-{where}"), 1
+    while new.exists():
+        k += 1
+        new = folder.with_name(f"{folder.name}-from-{path.stem}-{where}-{k}")
+    if say:
+        print(f"resume: {rel(path)} is older than {later}; continuing in a new folder {rel(new)} "
+              f"and leaving {rel(folder)} as it is")
+    return new
+
+
+def _later_than(folder: Path, path: Path, ckpt: dict[str, Any]) -> str | None:
+    """What ``folder`` holds that is later than the checkpoint ``path`` (or cannot be read), or None."""
+    here = (ckpt["epoch"], ckpt["step"])
+    last = folder / "last.pt"
+    if last.is_file() and not last.samefile(path):
+        try:
+            other = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+            there = (other["epoch"], other["step"])
+        except Exception:  # noqa: BLE001 - unreadable: never overwrite what cannot be vouched for
+            return f"{rel(last)} (which cannot be read)"
+        if there > here:
+            return f"{rel(last)} (epoch {there[0]}, step {there[1]})"
+    log = folder / "log.csv"
+    if log.is_file():
+        try:
+            with open(log, newline="") as f:
+                rows = sum(1 for _ in csv.DictReader(f))
+        except (OSError, csv.Error, UnicodeDecodeError):
+            return f"{rel(log)} (which cannot be read)"
+        if rows > len(ckpt["history"]):
+            return f"{rel(log)} ({rows} epochs logged, {len(ckpt['history'])} in the checkpoint)"
+    return None
+
+
+def _lock_run_dir(run_dir: Path) -> HeldLock:
+    """The run folder belongs to this process until the run ends: a second one is refused at once."""
+    try:
+        lock = HeldLock(run_dir / "run.lock").acquire()
+    except FolderBusy as e:
+        raise TrainingError(f"{rel(run_dir)} is in use by {e.who()}: two runs in one folder would "
+                            f"overwrite each other's checkpoints. Wait for it to end or stop it, or "
+                            f"start a new run without RESUME.") from None
+    remove_stale_tmp(run_dir)  # from a process killed mid-save: nobody else writes here now
+    return lock
+
+
+def _checkpoint(run: Run, epoch: int, step: int, filename: str = "last.pt",
+                rank_sums: list[dict[str, Any]] | None = None) -> Path:
+    """Save the run; ``rank_sums`` (mid-epoch only) are every rank's sums as ``_gather_sums`` gives them."""
     payload = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
                "scheduler": run.schedule.state_dict(), "scaler": run.scaler.state_dict(),
                "ema": run.ema.module.state_dict() if run.ema is not None else None,
-               "epoch": epoch, "step": step, "history": run.history, "accum": run.accum,
+               "epoch": epoch, "step": step, "history": run.history, "rank_sums": rank_sums,
+               "accum": _total(rank_sums) if rank_sums else run.accum,
                "rng": ckpt_lib.get_rng(run.device), "config": run.cfg, "world_size": run.world,
                "num_classes": len(run.classes), "classes": run.classes}
     return ckpt_lib.save_checkpoint(payload, run.run_dir / filename)
@@ -223,7 +292,7 @@ def _train_epoch(run: Run, epoch: int, stop: system.StopRequest,
     # The bar is for a terminal; in a log file (nohup, tee) a plain line every PROGRESS_SECONDS.
     progress = runlog.Progress(run.cfg["PROGRESS_SECONDS"], epoch, run.cfg["NUM_EPOCHS"], spe, run.start_step,
                                run.cfg["BATCH_SIZE"] * run.world, enabled=run.main_proc)
-    sums = DeviceSums(run.device)
+    sums, run.unfolded = DeviceSums(run.device, run.unfolded), None
     for step, (x, y) in enumerate(run.train_loader.iterate(run.start_step), start=run.start_step):
         train_step(run, x, y, epoch * spe + step, sums)
         bar.update(1)
@@ -278,12 +347,13 @@ def _agree_to_stop(run: Run, stop: system.StopRequest, check: bool, epoch: int, 
         raise TrainingError(ckpt_lib.diverged_message(run.accum["loss"], epoch, step, run.cfg, run.last_good))
     if not stop_now or step + 1 == run.steps_per_epoch:
         return False
-    sums.fold_into(run.accum)
-    if not math.isfinite(run.accum["loss"]):
-        raise TrainingError(ckpt_lib.diverged_message(run.accum["loss"], epoch, step, run.cfg, run.last_good))
-    run.accum = _reduce_accum(run.accum, run.device, run.world)
+    # No fold here: the checkpoint carries the sums as they are (see _restore).
+    rank_sums = _gather_sums(run, sums)
+    total = _total(rank_sums)
+    if not math.isfinite(total["loss"]):  # every rank sees the same total: all raise together
+        raise TrainingError(ckpt_lib.diverged_message(total["loss"], epoch, step, run.cfg, run.last_good))
     if run.main_proc:
-        path = _checkpoint(run, epoch, step + 1)
+        path = _checkpoint(run, epoch, step + 1, rank_sums=rank_sums)
         print(f"\ninterrupted: saved {rel(path)}; continue with --RESUME={rel(path)}")
     return True
 
@@ -312,6 +382,7 @@ def _end_epoch(run: Run, epoch: int, train_time: float) -> None:
     if last and view != "center":  # the paper's test, once, at the end
         views = evaluate(run.eval_net, run.val_loader, run.autocast, run.world, views=True)
         row.update({f"val_{k}_{view}": v for k, v in views.items()})
+    _check_val_loss(run, row, epoch)
     score = row["ema_val_top1"] if run.ema is not None else row["val_top1"]
     run.schedule.end_epoch(score)
     is_best = not run.history or score > max(h.get("score", -1) for h in run.history)
@@ -325,6 +396,16 @@ def _end_epoch(run: Run, epoch: int, train_time: float) -> None:
         runlog.write_log(run.history, run.run_dir / "log.csv")
         runlog.plot_history(run.history, run.run_dir / "curves.png")
         print(runlog.epoch_line(row, run.cfg["NUM_EPOCHS"]))
+
+
+def _check_val_loss(run: Run, row: dict[str, Any], epoch: int) -> None:
+    """A NaN validation loss is a diverged run like a NaN training loss: raise before anything is
+    saved over the last good checkpoint (every rank evaluated the same sums: all raise)."""
+    for key, value in row.items():
+        if "val_loss" in key and not math.isfinite(value):
+            what = key.replace("ema_val_loss", "EMA validation loss").replace("val_loss", "validation loss")
+            raise TrainingError(ckpt_lib.diverged_message(value, epoch, run.steps_per_epoch - 1, run.cfg,
+                                                          run.last_good, what=what.replace("_", " ")))
 
 
 def _summary(run: Run, interrupted: bool) -> dict[str, Any]:
@@ -417,13 +498,42 @@ def _reduce_accum(accum: dict[str, float], device: torch.device, world: int) -> 
     return {"loss": t[0].item(), "correct": t[1].item(), "n": int(t[2].item())}
 
 
-class DeviceSums:
-    """Loss and hits summed on the device between checks, so a step never waits for the GPU."""
+def _gather_sums(run: Run, sums: DeviceSums) -> list[dict[str, Any]]:
+    """Every rank's sums, folded (float64) and not yet folded (float32, exact in float64), on
+    every rank (a collective under DDP: each rank fills its own row of a zero table)."""
+    t = torch.zeros(run.world, 6, dtype=torch.float64, device=run.device)
+    u = sums.state()
+    t[run.rank] = torch.tensor([run.accum["loss"], run.accum["correct"], run.accum["n"],
+                                u["loss"], u["correct"], u["n"]], dtype=torch.float64)
+    system.all_reduce(t, run.world)
+    return [{"accum": {"loss": r[0], "correct": r[1], "n": int(r[2])},
+             "unfolded": {"loss": r[3], "correct": r[4], "n": int(r[5])}} for r in t.tolist()]
 
-    def __init__(self, device: torch.device) -> None:
+
+def _total(rank_sums: list[dict[str, Any]]) -> dict[str, float]:
+    """All of it, folded and not, over all ranks (for the NaN check and older readers)."""
+    return {k: sum(r["accum"][k] + r["unfolded"][k] for r in rank_sums) for k in ("loss", "correct", "n")}
+
+
+class DeviceSums:
+    """Loss and hits summed on the device between checks, so a step never waits for the GPU.
+
+    The float32 sums are folded into float64 only at fixed steps of the epoch; a checkpoint
+    carries them unfolded (``state``/``carried``), so an interrupted run adds and folds the same
+    numbers in the same order as an uninterrupted one.
+    """
+
+    def __init__(self, device: torch.device, carried: dict[str, float] | None = None) -> None:
         self.loss = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device)
         self.n = 0
+        if carried:
+            self.loss.fill_(carried["loss"]), self.correct.fill_(carried["correct"])
+            self.n = int(carried["n"])
+
+    def state(self) -> dict[str, float]:
+        """The sums as they are (a device sync), for a checkpoint."""
+        return {"loss": self.loss.item(), "correct": self.correct.item(), "n": self.n}
 
     def add(self, loss_sum: torch.Tensor, correct: torch.Tensor, n: int) -> None:
         self.loss += loss_sum
