@@ -320,7 +320,8 @@ def _inverse_affine(names: list[str], ids: torch.Tensor, m: torch.Tensor, h: int
     (counter-clockwise for m > 0)."""
     n = len(m)
     zero = torch.zeros(n, dtype=torch.float64)
-    is_op = {name: ids == names.index(name) for name in GEOMETRIC_OPS}  # (n,) bool each
+    none = torch.zeros(n, dtype=torch.bool)  # an op table without some geometric op (e.g. TrivialAugment's subset)
+    is_op = {name: ids == names.index(name) if name in names else none for name in GEOMETRIC_OPS}  # (n,) bool each
     # torchvision's shear angle is atan(m) in degrees, then tan of it again: tan_sx = m
     tan_sx = torch.where(is_op["ShearX"], m, zero)
     sy = torch.where(is_op["ShearY"], torch.atan(m), zero)
