@@ -3,7 +3,7 @@
 Layout read: ``<folder>/<split>/<class>/<image>`` (ImageFolder's layout, and Imagenette's).
 Layout written, under ``data/cache/``:
 
-    <dataset>-<split>-<res>px-<fingerprint>.npy   images, (N, res, res, 3) uint8, memory-mappable
+    <dataset>-<split>-<res>px-<fingerprint>.npy   images, (N, 3, res, res) uint8, memory-mappable
     <dataset>-<split>-<res>px-<fingerprint>.json  labels, source aspect ratios, class names, skipped files
     <dataset>-<split>-<res>px-<fingerprint>.pca.json  the split's RGB principal components, once
                                                       asked for (``rgb_pca``: AlexNet's lighting)
@@ -44,7 +44,8 @@ from common.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when the decode below changes, so old caches are rebuilt
+CACHE_VERSION = 2  # bump when the decode or the layout below changes, so old caches are rebuilt
+# (2: channels-first, (N, 3, res, res), so the loader maps the file without a copy)
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 
 
@@ -56,7 +57,7 @@ class ImageSet:
     labels)`` from a (N, H, W, 3) uint8 tensor and (N,) integer labels.
     """
 
-    images: torch.Tensor  # (N, H, W, 3) uint8, H == W
+    images: torch.Tensor  # (N, H, W, 3) uint8, H == W; any strides (a cache's: (N, 3, H, W) underneath)
     labels: torch.Tensor  # (N,) int64
     aspect: torch.Tensor | None = None  # (N,) float32: the source's width / height (None: 1)
     classes: list[str] = field(default_factory=list)
@@ -220,7 +221,8 @@ def _decode_chunk(args: tuple[str, list[tuple[int, str]], int]) -> list[tuple[in
     results = []
     for i, path in items:
         try:
-            out[i], aspect, mode = decode(Path(path), resolution)
+            image, aspect, mode = decode(Path(path), resolution)
+            out[i] = image.transpose(2, 0, 1)  # (res, res, 3) -> the cache's (3, res, res)
             results.append((i, aspect, mode))
         except Exception as e:  # a truncated or corrupt file must not stop the run
             results.append((i, -1.0, f"{type(e).__name__}: {e}"))
@@ -307,7 +309,10 @@ def _write(npy: Path, meta_path: Path, paths: list[Path], labels: list[int], cla
     # A new file, not the old one truncated: anything still mapping a killed run's file
     # writes into that one, never into ours.
     tmp.unlink(missing_ok=True)
-    np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, resolution, resolution, 3)).flush()
+    # Channels-first, as the loader's grid_sample reads it: the loader then maps this file as it
+    # is (a (N, H, W, 3) file made it copy the whole set, so building peaked at twice its size).
+    # The workers decode straight into it: no image set is ever held in memory here.
+    np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, resolution, resolution)).flush()
     workers = workers or os.cpu_count() or 1
     chunks = [(str(tmp), [(i, str(paths[i])) for i in range(s, min(s + 256, n))], resolution)
               for s in range(0, n, 256)]
@@ -348,18 +353,39 @@ def _write(npy: Path, meta_path: Path, paths: list[Path], labels: list[int], cla
     if bad:
         log.warning("%s: skipped %d unreadable image(s) of %d", key, len(bad), n)
     keep = [i for i in range(n) if aspect[i] >= 0]
+    if bad:
+        _keep_rows(tmp, keep)
     meta = {"version": CACHE_VERSION, "resolution": resolution, "classes": classes,
-            "keep": keep if bad else None, "labels": [labels[i] for i in keep],
+            "keep": None, "labels": [labels[i] for i in keep],
             "aspect": [round(aspect[i], 5) for i in keep], "skipped": [p for p, _ in bad],
             "converted": converted}
     os.replace(tmp, npy)
     atomic_write_text(meta_path, json.dumps(meta))  # last: its presence marks the cache complete
 
 
+def _keep_rows(tmp: Path, keep: list[int], rows: int = 256) -> None:
+    """Rewrite the cache file ``tmp`` with only the rows ``keep`` (those of readable images).
+
+    Row by row through a new file, each chunk mapped on its own: the set is never in memory
+    twice, and the finished file maps whole (``_load`` needs no copy to drop rows).
+    """
+    kept = tmp.with_suffix(".kept")
+    kept.unlink(missing_ok=True)
+    shape = np.load(tmp, mmap_mode="r").shape
+    np.lib.format.open_memmap(kept, mode="w+", dtype=np.uint8, shape=(len(keep), *shape[1:])).flush()
+    for s in range(0, len(keep), rows):
+        src, dst = np.load(tmp, mmap_mode="r"), np.load(kept, mmap_mode="r+")
+        dst[s:s + rows] = src[keep[s:s + rows]]
+        dst.flush()
+        del src, dst  # unmapped: the pages written so far leave this process's memory
+    os.replace(kept, tmp)
+
+
 def _load(npy: Path, meta_path: Path) -> ImageSet:
     meta = json.loads(meta_path.read_text())
     # copy-on-write map: pages load lazily, and torch gets a writable array (no warning)
-    images = torch.from_numpy(np.load(npy, mmap_mode="c"))
+    # (N, 3, H, W) on disk, seen as ImageSet's (N, H, W, 3): a view, nothing copied
+    images = torch.from_numpy(np.load(npy, mmap_mode="c")).permute(0, 2, 3, 1)
     if meta["keep"] is not None:  # drop the rows of skipped files (their slots are zeros)
         images = images[torch.tensor(meta["keep"], dtype=torch.int64)]
     return ImageSet(images=images, labels=torch.tensor(meta["labels"], dtype=torch.int64),
