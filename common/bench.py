@@ -172,7 +172,8 @@ def timed_together(meters: list[Meter], warmup: int, seconds: float, max_steps: 
     """Warm every meter, then ``rounds`` rounds of each in turn: ``seconds`` each in all, at
     least 3 steps each in all. A meter that raises keeps its error and drops out; the others go on."""
     for m in meters:
-        _guarded(m, m.warm, warmup)
+        if not m.error:
+            _guarded(m, m.warm, warmup)
     for _ in range(rounds):
         for m in meters:
             if not m.error:
@@ -313,20 +314,24 @@ def _device(cfg: dict[str, Any]) -> torch.device:
 
 def _step_meters(run: trainer.Run, cfg: dict[str, Any], data: Path, feeds: tuple[str, ...],
                  workers: int) -> dict[tuple[str, str], Meter]:
-    """The training step fed each way (and inference on the bare batch)."""
+    """The training step fed each way (and inference on the bare batch). A feed that cannot be
+    set up is a meter with its error: that row fails, the others are measured."""
     meters: dict[tuple[str, str], Meter] = {}
     for feed in feeds:
-        if feed == "bare":
-            x, y = next(iter(run.train_loader))
-            meters["train", feed] = Meter(train_work(run, itertools.repeat((x, y))), run.device)
-            meters["infer", feed] = Meter(infer_work(run, x), run.device, enter=run.net.eval,
-                                          leave=run.net.train)
-        elif feed == "cache":
-            meters["train", feed] = Meter(train_work(run, forever(run.train_loader)), run.device)
-        else:
-            loader = imagefolder(data, cfg, workers, run.device)
-            place = _placer(run.device, cfg, run.train_loader.extras)
-            meters["train", feed] = Meter(train_work(run, forever(loader, place)), run.device)
+        try:
+            if feed == "bare":
+                x, y = next(iter(run.train_loader))
+                meters["train", feed] = Meter(train_work(run, itertools.repeat((x, y))), run.device)
+                meters["infer", feed] = Meter(infer_work(run, x), run.device, enter=run.net.eval,
+                                              leave=run.net.train)
+            elif feed == "cache":
+                meters["train", feed] = Meter(train_work(run, forever(run.train_loader)), run.device)
+            else:
+                loader = imagefolder(data, cfg, workers, run.device)
+                place = _placer(run.device, cfg, run.train_loader.extras)
+                meters["train", feed] = Meter(train_work(run, forever(loader, place)), run.device)
+        except Exception as e:  # noqa: BLE001
+            meters["train", feed] = Meter(lambda step: 0, run.device, error=failure(e))
     return meters
 
 
@@ -340,17 +345,23 @@ def _data_rows(name: str, cfg: dict[str, Any], module: Any, train_set: ImageSet,
     try:
         seam = getattr(module, "batch_transforms", None)
         extras = list(seam(cfg, train_set)) if callable(seam) else []
-        meters: dict[str, Meter] = {}
-        if "cache" in feeds:
-            with contextlib.redirect_stdout(io.StringIO()):
-                loader = trainer.loaders(train_set, small_set(train_set, 1), cfg, device, 0, 1, extras)[0]
-            meters["cache"] = Meter(data_work(forever(loader)), device)
-        if "imagefolder" in feeds:
-            meters["imagefolder"] = Meter(data_work(forever(imagefolder(data, cfg, workers, device),
-                                                            _placer(device, cfg, extras))), device)
     except Exception as e:  # noqa: BLE001
         out.failed["data"] = failure(e)
         return
+    meters: dict[str, Meter] = {}
+    for feed in ("cache", "imagefolder"):
+        if feed not in feeds:
+            continue
+        try:
+            if feed == "cache":
+                with contextlib.redirect_stdout(io.StringIO()):
+                    loader = trainer.loaders(train_set, small_set(train_set, 1), cfg, device, 0, 1, extras)[0]
+                meters[feed] = Meter(data_work(forever(loader)), device)
+            else:
+                meters[feed] = Meter(data_work(forever(imagefolder(data, cfg, workers, device),
+                                                       _placer(device, cfg, extras))), device)
+        except Exception as e:  # noqa: BLE001
+            meters[feed] = Meter(lambda step: 0, device, error=failure(e))
     timed_together(list(meters.values()), **timing)
     for feed, m in meters.items():
         if m.error:

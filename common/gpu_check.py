@@ -29,8 +29,10 @@ it measured; a failure costs only its own row (a compile error leaves the compil
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import importlib
+import io
 import json
 import math
 import multiprocessing
@@ -150,7 +152,12 @@ def syncs_text(syncs: dict[str, Any] | None, results: dict[str, Any]) -> str:
 def train_part(folders: list[str], data: Path, tiny: bool, runs_dir: Path, data_dir: str,
                budget_s: float, out: dict[str, Any], save: Callable[[], None]) -> None:
     """Each train.py's default recipe, short, as a subprocess; what its log.csv says, into
-    ``out`` and the file as soon as each run ends."""
+    ``out`` and the file as soon as each run ends.
+
+    --tiny calls each train.py's ``main`` in this process instead: a subprocess's start (an
+    import of torch, 5 to 17 s on a busy 2-core machine) would be most of a tiny run's time, and
+    tests/test_train_scripts.py runs every train.py as a subprocess already.
+    """
     start = time.perf_counter()
     for folder in folders:
         left = budget_s - (time.perf_counter() - start)
@@ -160,16 +167,20 @@ def train_part(folders: list[str], data: Path, tiny: bool, runs_dir: Path, data_
             continue
         epochs = 1 if tiny else TRAIN_EPOCHS.get(folder, DEFAULT_TRAIN_EPOCHS)
         where = runs_dir / folder
-        cmd = [sys.executable, str(registry.REPO / folder / "train.py"), f"--NUM_EPOCHS={epochs}",
+        cmd = [sys.executable, f"{folder}/train.py", f"--NUM_EPOCHS={epochs}",  # run in the repository
                f"--DATA_PATH={data}", f"--RUNS_DIR={where}", *([f"--DATA_DIR={data_dir}"] if data_dir else []),
                *(TINY_SETTINGS if tiny else [])]
-        print(f"train: {shlex.join(cmd[1:])}", flush=True)
+        print(f"train: {shlex.join(cmd[1:])}{' (in this process)' if tiny else ''}", flush=True)
         t0 = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, cwd=registry.REPO, capture_output=True, text=True, timeout=max(left, 30))
-            code, tail = proc.returncode, (proc.stdout + proc.stderr).strip().splitlines()[-3:]
-        except subprocess.TimeoutExpired:
-            code, tail = None, [f"stopped after {max(left, 30):.0f} s (the train part's budget)"]
+        if tiny:
+            code, tail = _in_process(folder, cmd[2:])
+        else:
+            try:
+                proc = subprocess.run(cmd, cwd=registry.REPO, capture_output=True, text=True,
+                                      timeout=max(left, 30))
+                code, tail = proc.returncode, (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+            except subprocess.TimeoutExpired:
+                code, tail = None, [f"stopped after {max(left, 30):.0f} s (the train part's budget)"]
         result: dict[str, Any] = {"command": shlex.join(cmd[1:]), "epochs": epochs, "returncode": code,
                                   "wall_s": time.perf_counter() - t0}
         logs = sorted(where.glob("*/*/log.csv"), key=lambda p: p.stat().st_mtime)
@@ -188,6 +199,20 @@ def train_part(folders: list[str], data: Path, tiny: bool, runs_dir: Path, data_
             print(f"  failed: {result['error']}", flush=True)
         out["runs"][folder] = result
         save()
+
+
+def _in_process(folder: str, argv: list[str]) -> tuple[int | None, list[str]]:
+    """A train.py's ``main(argv)`` here: (its exit status, the last lines it printed)."""
+    printed, code = io.StringIO(), 0
+    try:
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            importlib.import_module(f"{folder}.train").main(argv)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except Exception as e:  # noqa: BLE001 - one script's failure must not cost the others
+        code = 1
+        printed.write(f"\n{bench.failure(e)}")
+    return code, printed.getvalue().strip().splitlines()[-3:]
 
 
 # ----------------------------------------------------------------------------- the results
