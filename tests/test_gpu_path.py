@@ -127,6 +127,7 @@ def test_a_numbered_gpu_becomes_the_current_device(monkeypatch: pytest.MonkeyPat
     chosen = []
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
     saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    env = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     try:
         system.setup_device(torch.device("cuda", 1))
         assert chosen == [torch.device("cuda", 1)] and torch.backends.cudnn.benchmark
@@ -138,17 +139,38 @@ def test_a_numbered_gpu_becomes_the_current_device(monkeypatch: pytest.MonkeyPat
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved
         torch.use_deterministic_algorithms(False)
+        if env is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
     system.setup_device(torch.device("cpu"))
     assert len(chosen) == 2 and not torch.are_deterministic_algorithms_enabled()
 
 
 def test_deterministic_is_a_switch_the_loop_applies(tmp_path: Path) -> None:
     assert recipe.SWITCHES["DETERMINISTIC"] is False
+    env = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     try:
         train_once({**TINY, "DETERMINISTIC": True}, tmp_path)
         assert torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(False)
+        if env is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+def test_each_rank_draws_its_own_augmentations() -> None:
+    """The loader's crops, flips and batch transforms draw from a generator seeded by (SEED,
+    epoch, step, rank): two ranks given the same images cut them differently."""
+    same = ImageSet(torch.arange(20 * 20 * 3, dtype=torch.int64).remainder(256).to(torch.uint8)
+                    .view(1, 20, 20, 3).expand(8, -1, -1, -1).contiguous(), torch.zeros(8, dtype=torch.int64))
+    draws = []
+
+    def record(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        draws.append(torch.rand(4, generator=g))
+        return x, y
+
+    x0, x1 = (next(iter(BatchLoader(same, 4, train=True, image_dim=12, seed=7, rank=r, world_size=2,
+                                    extras=[record]))) for r in (0, 1))
+    assert not torch.equal(x0[0], x1[0]) and not torch.equal(draws[0], draws[1])
 
 
 # ----------------------------------------------------------------------------- optimiser kernels
