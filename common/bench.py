@@ -454,7 +454,8 @@ def target_lines(v: dict[str, Any]) -> list[str]:
     out = []
     if "pipeline_cost" in v:
         out.append(f"target ({TARGET_DEVICE}): shared pipeline costs < {PIPELINE_COST_TARGET:.0%} of the bare "
-                   f"step: {v['pipeline_cost']:+.1%} on {v['device']} -> {verdict(v['pipeline_cost_met'], v['device'])}")
+                   f"step: {v['pipeline_cost']:+.1%} on {v['device']} -> "
+                   f"{verdict(v['pipeline_cost_met'], v['device'])}")
     if "imagefolder_ratio" in v:
         out.append(f"target ({TARGET_DEVICE}): shared pipeline >= {IMAGEFOLDER_RATIO_TARGET:.0f}x ImageFolder's "
                    f"images/s: {v['imagefolder_ratio']:.1f}x on {v['device']} -> "

@@ -209,6 +209,8 @@ def _in_process(folder: str, argv: list[str]) -> tuple[int | None, list[str]]:
             importlib.import_module(f"{folder}.train").main(argv)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
+        if code == 130:  # Ctrl-C, which the script turned into its exit status: it stops the check too
+            raise KeyboardInterrupt from None
     except Exception as e:  # noqa: BLE001 - one script's failure must not cost the others
         code = 1
         printed.write(f"\n{bench.failure(e)}")

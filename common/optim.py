@@ -75,10 +75,11 @@ def kernels(params: list[nn.Parameter], kind: str) -> dict[str, bool]:
 
     A fused kernel updates every parameter (and its momentum or moments) in one pass over
     them, where the default on CUDA (``foreach``) launches kernels for each operation of the
-    update in turn, each reading and writing every tensor again. Only where every parameter is a floating CUDA tensor, which fused kernels require. Elsewhere
-    torch's default stands: foreach where the device has those kernels, and on the CPU the
-    plain per-tensor loop, whose results the fused CPU kernel does not repeat bit for bit (a
-    CPU run stays exactly what it was).
+    update in turn, each reading and writing every tensor again. Only where every parameter is
+    a floating CUDA tensor, which fused kernels require. Elsewhere torch's default stands:
+    foreach where the device has those kernels, and on the CPU the plain per-tensor loop,
+    whose results the fused CPU kernel does not repeat bit for bit (a CPU run stays exactly
+    what it was).
     """
     if kind in FUSED_OPTIMIZERS and params and all(p.is_cuda and p.is_floating_point() for p in params):
         return {"fused": True}

@@ -177,7 +177,8 @@ def test_a_failing_feed_or_compile_costs_only_its_rows(tree: Path, tmp_path: Pat
     assert seen == measured.rows  # each handed on as it was measured
     assert measured.failed == {
         "compile off train imagefolder": "OSError: DataLoader worker died",
-        "compile on train bare": "RuntimeError: compile failed", "compile on infer bare": "RuntimeError: compile failed",
+        "compile on train bare": "RuntimeError: compile failed",
+        "compile on infer bare": "RuntimeError: compile failed",
         "compile on train cache": "RuntimeError: compile failed",
         "compile on train imagefolder": "OSError: DataLoader worker died",
         "data imagefolder": "OSError: DataLoader worker died"}
@@ -224,7 +225,8 @@ def test_both_pipelines_include_the_train_scripts_batch_transforms(tree: Path, t
     monkeypatch.setattr(resnet_train, "batch_transforms", lambda cfg, train_set: [counting], raising=False)
     measured = bench.bench_model("resnet18", tree, compiles=(False,), feeds=("cache", "imagefolder"), workers=1,
                                  seconds=0, warmup=1, rounds=1, data_dir=str(tmp_path / "data"),
-                                 overrides=("--RECIPE=tiny", "--DEVICE=cpu", "--DECODE_WORKERS=1"), log=lambda line: None)
+                                 overrides=("--RECIPE=tiny", "--DEVICE=cpu", "--DECODE_WORKERS=1"),
+                                 log=lambda line: None)
     assert [(r["mode"], r["feed"]) for r in measured.rows] == [
         ("train", "cache"), ("train", "imagefolder"), ("data", "cache"), ("data", "imagefolder")]
     assert len(calls) == sum(r["steps"] + 1 for r in measured.rows)  # + 1: the warm-up step of each
