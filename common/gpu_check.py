@@ -372,6 +372,8 @@ def generated_data(root: Path, n_train: int = 160, n_val: int = 40) -> Path:
 def run_check(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     device = torch.device("cpu") if args.tiny else system.pick_device("auto", 0)
+    if args.tiny:  # tiny steps gain nothing from threads, and on a busy machine threads that
+        torch.set_num_threads(1)  # wait for each other make them several times slower
     system.setup_device(device)
     models = report.discover()
     folders = [f for f in models if (registry.REPO / f / "train.py").exists()]
