@@ -353,32 +353,12 @@ def _write(npy: Path, meta_path: Path, paths: list[Path], labels: list[int], cla
     if bad:
         log.warning("%s: skipped %d unreadable image(s) of %d", key, len(bad), n)
     keep = [i for i in range(n) if aspect[i] >= 0]
-    if bad:
-        _keep_rows(tmp, keep)
     meta = {"version": CACHE_VERSION, "resolution": resolution, "classes": classes,
-            "keep": None, "labels": [labels[i] for i in keep],
+            "keep": keep if bad else None, "labels": [labels[i] for i in keep],
             "aspect": [round(aspect[i], 5) for i in keep], "skipped": [p for p, _ in bad],
             "converted": converted}
     os.replace(tmp, npy)
     atomic_write_text(meta_path, json.dumps(meta))  # last: its presence marks the cache complete
-
-
-def _keep_rows(tmp: Path, keep: list[int], rows: int = 256) -> None:
-    """Rewrite the cache file ``tmp`` with only the rows ``keep`` (those of readable images).
-
-    Row by row through a new file, each chunk mapped on its own: the set is never in memory
-    twice, and the finished file maps whole (``_load`` needs no copy to drop rows).
-    """
-    kept = tmp.with_suffix(".kept")
-    kept.unlink(missing_ok=True)
-    shape = np.load(tmp, mmap_mode="r").shape
-    np.lib.format.open_memmap(kept, mode="w+", dtype=np.uint8, shape=(len(keep), *shape[1:])).flush()
-    for s in range(0, len(keep), rows):
-        src, dst = np.load(tmp, mmap_mode="r"), np.load(kept, mmap_mode="r+")
-        dst[s:s + rows] = src[keep[s:s + rows]]
-        dst.flush()
-        del src, dst  # unmapped: the pages written so far leave this process's memory
-    os.replace(kept, tmp)
 
 
 def _load(npy: Path, meta_path: Path) -> ImageSet:

@@ -24,7 +24,9 @@ What counts, on a tensor that is not on the CPU (CPU work never waits for a devi
     host-to-device copy, pinned and non-blocking on CUDA, a plain copy on ``meta``);
   - ``torch.tensor(data, device=...)`` / ``torch.as_tensor(data, device=...)`` of host data on
     the device: a pageable copy made below the dispatcher, so the counter wraps those two
-    functions while it is active.
+    functions while it is active;
+  - a host tensor (not a 0-dim scalar) given to an op on device tensors, e.g. indexing a device
+    tensor with host indices: the op copies it to the device first.
 Syncs that torch makes inside one op's kernel (e.g. a fused optimiser's checks) are not seen;
 ``torch.cuda.set_sync_debug_mode`` sees those on a real GPU.
 """
@@ -81,7 +83,12 @@ def _where(frames: list[traceback.FrameSummary]) -> str:
     if not frames:
         return "(outside the repository)"
     f = frames[0]
-    return f"{Path(f.filename).resolve().relative_to(_ROOT)}:{f.lineno} {f.name}: {(f.line or '').strip()}"
+    return f"{_rel(f)}:{f.lineno} {f.name}: {(f.line or '').strip()}"
+
+
+def _rel(frame: traceback.FrameSummary) -> str:
+    """The frame's file relative to the repository, with forward slashes on any system."""
+    return Path(frame.filename).resolve().relative_to(_ROOT).as_posix()
 
 
 class SyncCounter(TorchDispatchMode):
@@ -110,8 +117,7 @@ class SyncCounter(TorchDispatchMode):
 
     def _record(self, op: str, copy: bool = False) -> None:
         frames = _frames()
-        if copy and any(f"{Path(f.filename).resolve().relative_to(_ROOT)}:{f.name}" in self.allow
-                        for f in frames):
+        if copy and any(f"{_rel(f)}:{f.name}" in self.allow for f in frames):
             return
         self.events.append(SyncEvent(op, _where(frames)))
 
@@ -149,15 +155,17 @@ class SyncCounter(TorchDispatchMode):
             return func(*args, **kwargs)
         if name in _COPIES:
             return self._copy(func, name, args, kwargs)
-        if self._data_dependent(name, args, kwargs):
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        if any(_on_device(t) for t in tensors) and any(t.device.type == "cpu" and t.ndim for t in tensors):
+            self._record(f"aten.{name} given a host tensor (copied to the device first)", copy=True)
+        if self._data_dependent(name, tensors, args, kwargs):
             self._record(f"aten.{name} (output size depends on the data)")
-            if any(isinstance(t, torch.Tensor) and t.device.type == "meta" for t in tree_flatten(args)[0]):
+            if any(t.device.type == "meta" for t in tensors):
                 return _meta_stand_in(func, name, args, kwargs)
         return func(*args, **kwargs)
 
     @staticmethod
-    def _data_dependent(name: str, args: tuple, kwargs: dict) -> bool:
-        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+    def _data_dependent(name: str, tensors: list[torch.Tensor], args: tuple, kwargs: dict) -> bool:
         if not any(_on_device(t) for t in tensors):
             return False
         if name in _DATA_DEPENDENT:
