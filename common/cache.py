@@ -3,7 +3,7 @@
 Layout read: ``<folder>/<split>/<class>/<image>`` (ImageFolder's layout, and Imagenette's).
 Layout written, under ``data/cache/``:
 
-    <dataset>-<split>-<res>px-<fingerprint>.npy   images, (N, res, res, 3) uint8, memory-mappable
+    <dataset>-<split>-<res>px-<fingerprint>.npy   images, (N, 3, res, res) uint8, memory-mappable
     <dataset>-<split>-<res>px-<fingerprint>.json  labels, source aspect ratios, class names, skipped files
     <dataset>-<split>-<res>px-<fingerprint>.pca.json  the split's RGB principal components, once
                                                       asked for (``rgb_pca``: AlexNet's lighting)
@@ -52,7 +52,9 @@ from common.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # bump when the decode below changes, so old caches are rebuilt (2: 16-bit, float)
+CACHE_VERSION = 3  # bump when the decode or the layout below changes, so old caches are rebuilt
+# (2: 16-bit and float images scaled, not clipped; 3: channels-first, (N, 3, res, res), so the
+# loader maps the file without a copy)
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 
 
@@ -64,7 +66,7 @@ class ImageSet:
     labels)`` from a (N, H, W, 3) uint8 tensor and (N,) integer labels.
     """
 
-    images: torch.Tensor  # (N, H, W, 3) uint8, H == W
+    images: torch.Tensor  # (N, H, W, 3) uint8, H == W; any strides (a cache's: (N, 3, H, W) underneath)
     labels: torch.Tensor  # (N,) int64
     aspect: torch.Tensor | None = None  # (N,) float32: the source's width / height (None: 1)
     classes: list[str] = field(default_factory=list)
@@ -270,7 +272,8 @@ def _decode_chunk(args: tuple[str, list[tuple[int, str]], int]) -> list[tuple[in
     results = []
     for i, path in items:
         try:
-            out[i], aspect, mode = decode(Path(path), resolution)
+            image, aspect, mode = decode(Path(path), resolution)
+            out[i] = image.transpose(2, 0, 1)  # (res, res, 3) -> the cache's (3, res, res)
             results.append((i, aspect, mode))
         except Exception as e:  # a truncated or corrupt file must not stop the run
             results.append((i, -1.0, f"{type(e).__name__}: {e}"))
@@ -405,7 +408,10 @@ def _write(npy: Path, meta_path: Path, paths: list[Path], labels: list[int], cla
     # A new file, not the old one truncated: anything still mapping a killed run's file
     # writes into that one, never into ours.
     tmp.unlink(missing_ok=True)
-    np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, resolution, resolution, 3)).flush()
+    # Channels-first, as the loader's grid_sample reads it: the loader then maps this file as it
+    # is (a (N, H, W, 3) file made it copy the whole set, so building peaked at twice its size).
+    # The workers decode straight into it: no image set is ever held in memory here.
+    np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, resolution, resolution)).flush()
     workers = workers or os.cpu_count() or 1
     chunks = [(str(tmp), [(i, str(paths[i])) for i in range(s, min(s + 256, n))], resolution)
               for s in range(0, n, 256)]
@@ -454,33 +460,9 @@ def _write(npy: Path, meta_path: Path, paths: list[Path], labels: list[int], cla
     atomic_write_text(meta_path, json.dumps(meta))  # last: its presence marks the cache complete
 
 
-class DamagedCache(ValueError):
-    """A cache file cut short, not valid JSON, or whose parts disagree with each other or the source."""
-
-
-def _load(npy: Path, meta_path: Path, expect: tuple[int, int, list[str]] | None = None) -> ImageSet:
-    """The cached set; DamagedCache (saying what is wrong) for files cut short, invalid, or that
-    disagree: with each other, or with ``expect`` = (source images, resolution, class names)."""
-    try:
-        meta = json.loads(meta_path.read_text())
-        # copy-on-write map: pages load lazily, and torch gets a writable array (no warning)
-        array = np.load(npy, mmap_mode="c")
-        n, res, classes = expect if expect is not None else (len(array), meta["resolution"], meta["classes"])
-        if array.dtype != np.uint8 or array.shape != (n, res, res, 3):
-            raise ValueError(f"images of shape {array.shape} {array.dtype}, expected ({n}, {res}, {res}, 3) uint8")
-        if meta["version"] != CACHE_VERSION or meta["resolution"] != res or meta["classes"] != classes:
-            raise ValueError("its record names another format, size or classes")
-        images = torch.from_numpy(array)
-        if meta["keep"] is not None:  # drop the rows of skipped files (their slots are zeros)
-            keep = torch.tensor(meta["keep"], dtype=torch.int64)
-            if len(keep) and not 0 <= int(keep.min()) <= int(keep.max()) < n:
-                raise ValueError("its record keeps images it does not hold")
-            images = images[keep]
-        return ImageSet(images=images, labels=torch.tensor(meta["labels"], dtype=torch.int64),
-                        aspect=torch.tensor(meta["aspect"], dtype=torch.float32),
-                        classes=meta["classes"], skipped=meta["skipped"], source=npy)
-    except (ValueError, KeyError, TypeError, EOFError) as e:  # JSONDecodeError, a cut .npy: ValueError
-        raise DamagedCache(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+CACHE_VERSION = 3  # bump when the decode or the layout below changes, so old caches are rebuilt
+# (2: 16-bit and float images scaled, not clipped; 3: channels-first, (N, 3, res, res), so the
+# loader maps the file without a copy)
 
 
 PCA_PIXELS_PER_IMAGE = 64  # rgb_pca's sample: this many pixels of every image

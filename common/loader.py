@@ -122,7 +122,10 @@ class BatchLoader:
         self.channels_last, self.extras = channels_last, list(extras)
         self.labels = data.labels.to(self.device)
         self.aspect = data.aspect.cpu()  # crop parameters are drawn on the CPU: no device syncs
-        # (N, H, W, 3) -> (N, 3, H, W): grid_sample wants channels first. One copy, on the device.
+        # (N, H, W, 3) -> (N, 3, H, W): grid_sample wants channels first. A cache is stored so
+        # (common/cache.py): on the CPU this is the memory-mapped file itself, no copy (which
+        # would hold the set twice); on a GPU one copy, in the file's layout (.to keeps strides).
+        # A set built in memory as (N, H, W, 3) is copied once.
         self.images = data.images.to(self.device).permute(0, 3, 1, 2).contiguous()
         # Normalisation folded into one multiply-add: (x / 255 - mean) / std.
         std_t = torch.tensor(std, device=self.device).view(1, 3, 1, 1)

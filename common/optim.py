@@ -42,23 +42,62 @@ def param_groups(model: nn.Module, cfg: dict[str, Any],
 
 def build_optimizer(model: nn.Module, cfg: dict[str, Any],
                     param_options: ParamOptions | None = None) -> torch.optim.Optimizer:
-    """SGD (optionally Nesterov), Adam, AdamW or RMSprop over ``param_groups``."""
+    """SGD (optionally Nesterov), Adam, AdamW or RMSprop over ``param_groups``, with the fastest
+    update kernels the parameters' device has (``kernels``)."""
     groups, lr, kind = param_groups(model, cfg, param_options), cfg["LEARNING_RATE"], cfg["OPTIMIZER"]
+    fast = kernels([p for g in groups for p in g["params"]], kind)
+    opt: torch.optim.Optimizer
     if kind == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg["MOMENTUM"],
-                               nesterov=cfg["NESTEROV"] and cfg["MOMENTUM"] > 0)
-    if kind in ("adam", "adamw"):
+        opt = torch.optim.SGD(groups, lr=lr, momentum=cfg["MOMENTUM"],
+                              nesterov=cfg["NESTEROV"] and cfg["MOMENTUM"] > 0, **fast)
+    elif kind in ("adam", "adamw"):
         # torch's Adam adds weight decay to the gradient (L2); AdamW decays the weights
         # directly (Loshchilov & Hutter, arXiv:1711.05101), which is what ViT/DeiT recipes mean.
-        opt = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
-        return opt(groups, lr=lr, betas=tuple(cfg["ADAM_BETAS"]))
-    if kind == "rmsprop":
+        adam = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
+        opt = adam(groups, lr=lr, betas=tuple(cfg["ADAM_BETAS"]), **fast)
+    elif kind == "rmsprop":
         # The Inception/MobileNet recipes (TensorFlow): decay 0.9, momentum 0.9, epsilon 1.0.
         # TensorFlow adds epsilon inside the square root and torch outside it, so the same
         # RMSPROP_EPS is not the same optimiser: a train.py states which value it means.
-        return torch.optim.RMSprop(groups, lr=lr, alpha=cfg["RMSPROP_ALPHA"], eps=cfg["RMSPROP_EPS"],
-                                   momentum=cfg["MOMENTUM"])
-    raise ValueError(f"unknown OPTIMIZER {kind!r}")
+        opt = torch.optim.RMSprop(groups, lr=lr, alpha=cfg["RMSPROP_ALPHA"], eps=cfg["RMSPROP_EPS"],
+                                  momentum=cfg["MOMENTUM"])
+    else:
+        raise ValueError(f"unknown OPTIMIZER {kind!r}")
+    opt.register_load_state_dict_pre_hook(_keep_kernels)
+    return opt
+
+
+FUSED_OPTIMIZERS = ("sgd", "adam", "adamw")  # those with a fused CUDA kernel in torch
+
+
+def kernels(params: list[nn.Parameter], kind: str) -> dict[str, bool]:
+    """The optimiser's kernel choice: ``fused=True`` on CUDA, torch's default elsewhere.
+
+    A fused kernel updates every parameter (and its momentum or moments) in one pass over
+    them, where the default on CUDA (``foreach``) launches kernels for each operation of the
+    update in turn, each reading and writing every tensor again. Only where every parameter is
+    a floating CUDA tensor, which fused kernels require. Elsewhere torch's default stands:
+    foreach where the device has those kernels, and on the CPU the plain per-tensor loop,
+    whose results the fused CPU kernel does not repeat bit for bit (a CPU run stays exactly
+    what it was).
+    """
+    if kind in FUSED_OPTIMIZERS and params and all(p.is_cuda and p.is_floating_point() for p in params):
+        return {"fused": True}
+    return {}
+
+
+def _keep_kernels(opt: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's optimiser state with this optimiser's own kernel choice.
+
+    torch's load_state_dict takes every group option from the file, ``fused`` and ``foreach``
+    included: a run saved on the CPU and resumed on a GPU would lose its fused kernel, and one
+    saved on a GPU would take the fused kernel to the CPU. The choice belongs to the device
+    the run resumes on; the state itself (momenta, moments, steps) is the file's.
+    """
+    own = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in opt.param_groups]
+    if len(own) != len(state["param_groups"]):  # torch refuses this load with its own message
+        return state
+    return {**state, "param_groups": [{**saved, **mine} for saved, mine in zip(state["param_groups"], own)]}
 
 
 class Schedule:

@@ -26,6 +26,7 @@ SWITCHES: dict[str, Any] = {
     "AMP": "bf16",  # autocast: bf16, fp16 (cuda) or off
     "CHANNELS_LAST": True,  # NHWC memory layout: faster convolutions (GPU and CPU)
     "COMPILE": False,  # torch.compile the model (slow first epoch, faster after)
+    "DETERMINISTIC": False,  # deterministic kernels, no cuDNN autotuning: exact resume on CUDA (slower)
     "RUNS_DIR": "",  # logs, plots, checkpoints: RUNS_DIR/<model>/<timestamp>/ ('' = runs/ in this repository)
     "RESUME": "",  # a checkpoint (last.pt) to continue from
     "RECIPE": "",  # a named recipe of the train.py's RECIPES ('' = the constants as written)

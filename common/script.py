@@ -278,6 +278,7 @@ def _train_once(cfg: dict[str, Any], build_model: BuildModel, train_set: ImageSe
     """One seed: the model (from torchvision's weights if PRETRAINED), its transforms, fit."""
     torch.manual_seed(cfg["SEED"])  # the same initial weights on every rank and every run
     model = build_model(cfg, train_set.num_classes)
+    system.seed_rank(cfg["SEED"], system.dist_env()[0])  # then each rank its own dropout/DropPath
     if cfg["PRETRAINED"] and torchvision is not None:
         kept = pretrained.load_torchvision(model, cfg, *torchvision)
         if system.dist_env()[0] == 0:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import signal
 import sys
 import threading
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -48,12 +50,45 @@ def pick_device(pref: str, local_rank: int) -> torch.device:
     return device
 
 
-def setup_device(device: torch.device) -> None:
-    """Fast defaults on a GPU: cuDNN autotuning, TF32 matmuls for what runs outside autocast."""
+def setup_device(device: torch.device, deterministic: bool = False) -> None:
+    """Make ``device`` this process's current one, with fast defaults on a GPU (cuDNN autotuning,
+    TF32 matmuls for what runs outside autocast), or deterministic kernels (DETERMINISTIC).
+
+    ``DEVICE=cuda:1`` in one process must also be the current device: otherwise anything that
+    allocates on "the" GPU (a new CUDA stream, NCCL, ``torch.cuda.*`` without an index, a
+    ``pin_memory`` context) lands on GPU 0 and costs it memory and a context.
+    """
+    # Deterministic kernels where torch has them; a warning names each op that has none
+    # (e.g. adaptive_avg_pool2d's CUDA backward), rather than stopping a run at its first step.
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if deterministic:
+        # cuBLAS reuses its workspace across streams nondeterministically unless told its size
+        # (read when cuBLAS starts, so before the first matmul): torch's documented setting.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.cuda.set_device(device)
+        # Autotuning picks kernels by timing them, so two runs may pick different ones.
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+def seed_rank(seed: int, rank: int) -> None:
+    """Give this DDP rank its own random stream, after the model is built from the shared one.
+
+    Every rank seeds SEED before building the model, so the initial weights agree (DDP would
+    broadcast rank 0's anyway). If they went on drawing from that one stream, every rank would
+    draw the same dropout and DropPath masks (and any augmentation drawn from the global
+    generator): N GPUs would train like one with N copies of the same noise. Rank 0 keeps the
+    stream as it is, so a one-process run is the same as before for a given SEED; rank r > 0
+    continues from a seed mixed from (SEED, r). torch.manual_seed seeds every CUDA device too.
+    """
+    if rank > 0:
+        # numpy's SeedSequence: a documented, well-mixed seed from several integers
+        stream = int(np.random.SeedSequence([seed % 2**64, rank]).generate_state(1, np.uint64)[0])
+        torch.manual_seed(stream)
+        random.seed(stream)
 
 
 def device_name(device: torch.device) -> str:

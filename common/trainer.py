@@ -116,7 +116,7 @@ def setup(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[st
     if world > 1:
         system.init_distributed(cfg["DEVICE"])
     device = system.pick_device(cfg["DEVICE"], local_rank)
-    system.setup_device(device)
+    system.setup_device(device, cfg["DETERMINISTIC"])
     train_loader, val_loader = loaders(train_set, val_set, cfg, device, rank, world, batch_transforms)
     amp = system.amp_mode(device, cfg["AMP"])
     raw, net, eval_net = _place(model, cfg, device, world)
@@ -172,8 +172,10 @@ def _place(model: nn.Module, cfg: dict[str, Any], device: torch.device,
         raw = raw.to(memory_format=torch.channels_last)
     net: nn.Module = raw
     if world > 1:
+        # gradient_as_bucket_view: the gradients are views into DDP's all-reduce buckets, so
+        # they are not copied into the buckets and back every step (and not held twice).
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
-                                                  else None)
+                                                  else None, gradient_as_bucket_view=True)
     # compile(DDP(model)), PyTorch's recommended order: Dynamo splits the graph at DDP's gradient
     # buckets so communication overlaps the backward. Evaluation runs the un-wrapped model.
     eval_net = torch.compile(raw) if cfg["COMPILE"] else raw
