@@ -15,7 +15,7 @@ autocast, channels_last) and times its bare step on one fixed batch: what a trai
 where on a CPU the DataLoader's workers and the model compete for the same cores.
 
 ``--folder`` reads an extracted dataset (``<folder>/train/<class>/<image>``, e.g.
-data/imagenette2-160 or /work/shared/data/imagenette2-224); without it, ``--generate N`` JPEGs at
+data/imagenette2-160, or a copy you already have); without it, ``--generate N`` JPEGs at
 Imagenette-160-like sizes (213 x 160 and 160 x 213) are written to a temporary folder first.
 Before timing, every JPEG is read once so that both ways find the files in the OS page cache
 and neither pays for the disk. Report the machine's load with the figures: on a shared machine

@@ -460,9 +460,34 @@ def _write(npy: Path, meta_path: Path, paths: list[Path], labels: list[int], cla
     atomic_write_text(meta_path, json.dumps(meta))  # last: its presence marks the cache complete
 
 
-CACHE_VERSION = 3  # bump when the decode or the layout below changes, so old caches are rebuilt
-# (2: 16-bit and float images scaled, not clipped; 3: channels-first, (N, 3, res, res), so the
-# loader maps the file without a copy)
+class DamagedCache(ValueError):
+    """A cache file cut short, not valid JSON, or whose parts disagree with each other or the source."""
+
+
+def _load(npy: Path, meta_path: Path, expect: tuple[int, int, list[str]] | None = None) -> ImageSet:
+    """The cached set; DamagedCache (saying what is wrong) for files cut short, invalid, or that
+    disagree: with each other, or with ``expect`` = (source images, resolution, class names)."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        # copy-on-write map: pages load lazily, and torch gets a writable array (no warning)
+        array = np.load(npy, mmap_mode="c")
+        n, res, classes = expect if expect is not None else (len(array), meta["resolution"], meta["classes"])
+        if array.dtype != np.uint8 or array.shape != (n, 3, res, res):
+            raise ValueError(f"images of shape {array.shape} {array.dtype}, expected ({n}, 3, {res}, {res}) uint8")
+        if meta["version"] != CACHE_VERSION or meta["resolution"] != res or meta["classes"] != classes:
+            raise ValueError("its record names another format, size or classes")
+        # (N, 3, H, W) on disk, seen as ImageSet's (N, H, W, 3): a view, nothing copied
+        images = torch.from_numpy(array).permute(0, 2, 3, 1)
+        if meta["keep"] is not None:  # drop the rows of skipped files (their slots are zeros)
+            keep = torch.tensor(meta["keep"], dtype=torch.int64)
+            if len(keep) and not 0 <= int(keep.min()) <= int(keep.max()) < n:
+                raise ValueError("its record keeps images it does not hold")
+            images = images[keep]
+        return ImageSet(images=images, labels=torch.tensor(meta["labels"], dtype=torch.int64),
+                        aspect=torch.tensor(meta["aspect"], dtype=torch.float32),
+                        classes=meta["classes"], skipped=meta["skipped"], source=npy)
+    except (ValueError, KeyError, TypeError, EOFError) as e:  # JSONDecodeError, a cut .npy: ValueError
+        raise DamagedCache(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
 
 
 PCA_PIXELS_PER_IMAGE = 64  # rgb_pca's sample: this many pixels of every image

@@ -536,16 +536,6 @@ def test_forked_child_does_not_keep_the_lock(tmp_path: Path) -> None:
             os.kill(child, signal.SIGKILL)
 
 
-SHARED = Path("/work/shared/data/imagenette2-224")
-
-
-@pytest.mark.skipif(not SHARED.is_dir(), reason="shared test copy not present")
-def test_shared_imagenette_224_accepted(tmp_path: Path) -> None:
-    before = sorted(p.name for p in SHARED.iterdir())
-    assert prepare_dataset("imagenette", "160", tmp_path / "data", source=SHARED) == SHARED
-    assert sorted(p.name for p in SHARED.iterdir()) == before
-
-
 def test_unknown_dataset_lists_choices(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="imagewoof/320"):
         prepare_dataset("imagenet", "160", tmp_path)
