@@ -3,7 +3,7 @@
     python -m common.report resnet50 --size 224 --batch 128      # one model, layer by layer
     python -m common.report resnet50 --depth 2                   # ... blocks instead of leaves
     python -m common.report                                      # every model: one table
-    python -m common.report --readme README.md                   # ... written between the markers
+    python -m common.report --readme common/README.md                # ... written between the markers
 
 Everything is measured on the ``meta`` device: shapes only, no weights, no activations, so ViT-H
 and VGG-19 at any batch cost nothing. Multiply-adds come from torch.utils.flop_counter (2 FLOPs
@@ -259,7 +259,7 @@ def models_markdown(lines: list[ModelLine]) -> str:
     out.append("")
     out.append("Parameters at 1000 classes; multiply-adds of one image, counted by "
                "`torch.utils.flop_counter` on the meta device (convolutions and matmuls). "
-               "Made by `python -m common.report --readme README.md`.")
+               "Made by `python -m common.report --readme common/README.md`.")
     return "\n".join(out)
 
 

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from common import checkpoint as ckpt_lib
 from common import config as config_lib
-from common import errors, figures, pretrained, recipe, registry, runlog, system
+from common import errors, figures, pretrained, recipe, registry, runlog, system, trainer
 from common.cache import IMAGE_EXTENSIONS, ImageSet, typical_short_side
 from common.checkpoint import TrainingError
 from common.data import cache_dim, load_data
@@ -127,6 +127,8 @@ def check_before_data(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[s
         model = build_model(cfg, num_classes).eval()
     if ckpt is not None:
         ckpt_lib.check_same_model(ckpt, model, cfg, recipe.LOOP_KEYS, cfg["RESUME"])
+        if system.dist_env()[0] == 0:  # a run already training in that folder: now, not after the decode
+            trainer.check_resume_folder_free(user_path(cfg["RESUME"]), ckpt)
     if cfg["PRETRAINED"] and not ckpt:  # a resumed run has its weights already
         if torchvision is None:
             raise config_lib.ConfigError("PRETRAINED=True: torchvision has no ImageNet weights for this "

@@ -74,7 +74,7 @@ def setup_device(device: torch.device, deterministic: bool = False) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def seed_rank(seed: int, rank: int) -> None:
+def seed_rank(seed: int, rank: int, *more: int) -> None:
     """Give this DDP rank its own random stream, after the model is built from the shared one.
 
     Every rank seeds SEED before building the model, so the initial weights agree (DDP would
@@ -82,11 +82,12 @@ def seed_rank(seed: int, rank: int) -> None:
     draw the same dropout and DropPath masks (and any augmentation drawn from the global
     generator): N GPUs would train like one with N copies of the same noise. Rank 0 keeps the
     stream as it is, so a one-process run is the same as before for a given SEED; rank r > 0
-    continues from a seed mixed from (SEED, r). torch.manual_seed seeds every CUDA device too.
+    continues from a seed mixed from (SEED, r, *more). torch.manual_seed seeds every CUDA device too.
+    ``more``: a resume passes its global step, since a checkpoint holds rank 0's random state only.
     """
     if rank > 0:
         # numpy's SeedSequence: a documented, well-mixed seed from several integers
-        stream = int(np.random.SeedSequence([seed % 2**64, rank]).generate_state(1, np.uint64)[0])
+        stream = int(np.random.SeedSequence([seed % 2**64, rank, *more]).generate_state(1, np.uint64)[0])
         torch.manual_seed(stream)
         random.seed(stream)
 

@@ -205,6 +205,9 @@ def _restore(run: Run, path: Path) -> None:
     else:  # older checkpoints: the folded sums of all ranks, which rank 0 carries
         run.accum = ckpt["accum"] if run.main_proc else _new_accum()
     ckpt_lib.set_rng(ckpt["rng"], run.device)
+    # The checkpoint holds rank 0's random state: the others would draw rank 0's dropout masks
+    # from here on. Each takes its own stream again, mixed with where the run resumes.
+    system.seed_rank(run.cfg["SEED"], run.rank, ckpt["epoch"], ckpt["step"])
     run.run_dir = _resume_dir(path, ckpt, run.main_proc)
     run.last_good = path if path.name == "last.pt" else None
     if run.main_proc:
@@ -254,7 +257,16 @@ def _later_than(folder: Path, path: Path, ckpt: dict[str, Any]) -> str | None:
     return None
 
 
-def _lock_run_dir(run_dir: Path) -> HeldLock:
+def check_resume_folder_free(path: Path, ckpt: dict[str, Any]) -> None:
+    """Before any data work: refuse (TrainingError) to resume into a folder another process is
+    training in. Only where the run would continue in place (``_resume_dir``); the lock is taken
+    and let go at once (the run takes it for good after the decode, whose workers must not
+    inherit it)."""
+    if _later_than(path.parent, path, ckpt) is None:
+        _lock_run_dir(path.parent, tidy=False).release()
+
+
+def _lock_run_dir(run_dir: Path, tidy: bool = True) -> HeldLock:
     """The run folder belongs to this process until the run ends: a second one is refused at once."""
     try:
         lock = HeldLock(run_dir / "run.lock").acquire()
@@ -262,7 +274,8 @@ def _lock_run_dir(run_dir: Path) -> HeldLock:
         raise TrainingError(f"{rel(run_dir)} is in use by {e.who()}: two runs in one folder would "
                             f"overwrite each other's checkpoints. Wait for it to end or stop it, or "
                             f"start a new run without RESUME.") from None
-    remove_stale_tmp(run_dir)  # from a process killed mid-save: nobody else writes here now
+    if tidy:
+        remove_stale_tmp(run_dir)  # from a process killed mid-save: nobody else writes here now
     return lock
 
 

@@ -144,6 +144,9 @@ def test_a_run_folder_belongs_to_one_process_and_a_second_is_refused_at_once(tmp
             trainer.fit(tiny_model(), colour_set(48), colour_set(16, seed=1),
                         {**TINY, "RESUME": str(run / "last.pt")}, name="m")
         assert "\n" not in str(e.value) and time.monotonic() - start < 60  # one line, no waiting
+        # ... and a train.py is refused before any data work (common.script.check_before_data)
+        with pytest.raises(trainer.TrainingError, match=rf"in use by PID {child.pid}\b"):
+            trainer.check_resume_folder_free(run / "last.pt", checkpoint.load_checkpoint(run / "last.pt"))
     finally:
         go.touch()
         out = child.communicate(timeout=300)[0]
