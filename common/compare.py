@@ -451,10 +451,24 @@ def record(run_dirs: Sequence[Path]) -> list[Path]:
         dest = RECORDS / d.resolve().parent.name / d.resolve().name
         dest.mkdir(parents=True, exist_ok=True)
         for name in ("config.json", "log.csv"):
-            atomic_write_text(dest / name, (d / name).read_text())
+            atomic_write_text(dest / name, without_machine_paths((d / name).read_text()))
         print(f"recorded {rel(d)} -> {rel(dest)}")
         out.append(dest)
     return out
+
+
+def without_machine_paths(text: str) -> str:
+    """``text`` with every absolute path made shareable: relative to the repository when inside it,
+    else ``.../`` and its last part (the dataset's folder name, which labels use, survives; the
+    layout of the machine that ran it does not belong in a committed record)."""
+    repo = str(registry.REPO)
+
+    def short(m: re.Match[str]) -> str:
+        path = m.group(0)
+        if path == repo or path.startswith(repo + "/"):
+            return path[len(repo) + 1:] or "."
+        return ".../" + path.rstrip("/").rsplit("/", 1)[-1]
+    return re.sub(r"(?<![\w.~:/-])/(?:[^\s/\"',;:]+/)*[^\s/\"',;:]+", short, text)
 
 
 def readme_table(readme: Path, paths: Sequence[Path], target: float, check: bool = False) -> bool:

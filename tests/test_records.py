@@ -17,7 +17,7 @@ def _finished_run(runs: Path, name: str, seed: int, epochs: int = 2, **change) -
     from resnet import train
 
     cfg = {**SWITCHES, **constants(train), "IMAGE_DIM": 64, "NUM_EPOCHS": 2, "SEED": seed,
-           "DATA_PATH": "/somewhere/imagenette2-224", **change}
+           "DATA_PATH": "/somewhere/imagenette2-224", "RUNS_DIR": "/home/someone/runs", **change}
     d = runs / "resnet18" / name
     d.mkdir(parents=True)
     (d / "config.json").write_text(json.dumps({"constants": cfg, "provenance": {"git_commit": "x"}}))
@@ -44,6 +44,9 @@ def test_readme_table_regenerates_exactly_from_the_records(tmp_path: Path, capsy
     compare.main(["--record", str(a), str(b)])
     kept = sorted(p.relative_to(records).as_posix() for p in records.rglob("*") if p.is_file())
     assert kept == [f"resnet18/{r}/{f}" for r in (a.name, b.name) for f in ("config.json", "log.csv")]
+    # No path of the machine that ran it in a committed record; the dataset's name survives.
+    saved = json.loads((records / "resnet18" / a.name / "config.json").read_text())
+    assert saved["constants"]["DATA_PATH"] == ".../imagenette2-224" and "/somewhere" not in str(saved)
 
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\n<!-- results:begin -->\nold\n<!-- results:end -->\n\nafter\n")
@@ -87,3 +90,10 @@ def test_labels_name_every_constant_that_differs_from_the_family_defaults() -> N
     assert compare.label(cfg) == "alexnet_one_tower, imagenette2-224, 99 px, 14 ep, WIDTH=0.25"
     tiny = {**cfg, "RECIPE": "tiny", **train.RECIPES["tiny"], "IMAGE_DIM": 99, "NUM_EPOCHS": 14}
     assert compare.label(tiny) == "alexnet_one_tower (tiny), imagenette2-224, 99 px, 14 ep"  # the recipe's own
+
+
+def test_the_readmes_table_is_the_one_the_committed_records_make(capsys) -> None:
+    """The README in this repository: its table is what `compare --readme README.md` writes from
+    common/results/runs/ (a record added or a number edited by hand without the other fails)."""
+    compare.main(["--readme", str(Path(compare.__file__).resolve().parents[1] / "README.md"), "--check"])
+    assert "matches" in capsys.readouterr().out
