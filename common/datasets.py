@@ -49,6 +49,8 @@ from urllib.request import Request, url2pathname, urlopen
 
 from tqdm import tqdm
 
+from common.files import pid_running
+
 log = logging.getLogger(__name__)
 
 DATA_ROOT: Path = Path(__file__).resolve().parents[1] / "data"
@@ -685,7 +687,7 @@ def _holder_message(path: Path, holder: dict | None) -> str:
     if holder.get("host", socket.gethostname()) != socket.gethostname():
         return (f"Waiting for the lock {path}: held by {who} on host {holder['host']}. This run "
                 "goes on when that one is done.")
-    if not _pid_running(pid):
+    if not pid_running(pid):
         return (f"Waiting for the lock {path}: it was taken by {who}, which no longer exists, yet "
                 f"the lock is still held: a process that inherited it from PID {pid} (a leftover "
                 f"worker) keeps it. Stop that process ({find}) and this run goes on.")
@@ -696,21 +698,6 @@ def _command_line(most: int = 200) -> str:
     """This process's command line on one line (``python -c`` code has newlines), shortened."""
     line = " ".join(" ".join(sys.orig_argv).split())
     return line if len(line) <= most else line[: most - 3] + "..."
-
-
-def _pid_running(pid: int) -> bool:
-    """True if process ``pid`` exists on this machine and is not a zombie (its files closed)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:  # Linux: "pid (name) S ..."; Z is a zombie
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 # File descriptors of the locks this process holds now (see _drop_locks_in_child).

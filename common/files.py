@@ -83,20 +83,25 @@ def remove_stale_tmp(folder: Path) -> list[Path]:
     removed = []
     for p in Path(folder).glob(f".*{TMP_SUFFIX}"):
         pid = p.name.rsplit(".", 3)[-3] if p.name.count(".") >= 4 else ""
-        if pid.isdigit() and not _running(int(pid)):
+        if pid.isdigit() and not pid_running(int(pid)):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
 
 
-def _running(pid: int) -> bool:
+def pid_running(pid: int) -> bool:
+    """True if process ``pid`` exists on this machine and is not a zombie (its files closed)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # exists, owned by another user
+    except PermissionError:  # exists, owned by another user
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:  # Linux: "pid (name) S ..."; Z is a zombie
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

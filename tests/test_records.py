@@ -17,7 +17,7 @@ def _finished_run(runs: Path, name: str, seed: int, epochs: int = 2, **change) -
     from resnet import train
 
     cfg = {**SWITCHES, **constants(train), "IMAGE_DIM": 64, "NUM_EPOCHS": 2, "SEED": seed,
-           "DATA_PATH": "/somewhere/imagenette2-224", "RUNS_DIR": "/home/someone/runs", **change}
+           "DATA_PATH": "/somewhere/imagenette2-224", "RUNS_DIR": "/somewhere/runs", **change}
     d = runs / "resnet18" / name
     d.mkdir(parents=True)
     (d / "config.json").write_text(json.dumps({"constants": cfg, "provenance": {"git_commit": "x"}}))
@@ -85,7 +85,7 @@ def test_labels_name_every_constant_that_differs_from_the_family_defaults() -> N
     from alexnet import train
 
     cfg = {**SWITCHES, **constants(train), "ARCH": "alexnet_one_tower", "WIDTH": 0.25, "IMAGE_DIM": 99,
-           "NUM_EPOCHS": 14, "SEED": 1, "DATA_PATH": "/x/imagenette2-224", "RUNS_DIR": "/tmp/r",
+           "NUM_EPOCHS": 14, "SEED": 1, "DATA_PATH": "/x/imagenette2-224", "RUNS_DIR": "/somewhere/r",
            "SCALE_JITTER": [0.0, 0.0], "SAVE_BEST": False}  # a tuple reads back from JSON as a list
     assert compare.label(cfg) == "alexnet_one_tower, imagenette2-224, 99 px, 14 ep, WIDTH=0.25"
     tiny = {**cfg, "RECIPE": "tiny", **train.RECIPES["tiny"], "IMAGE_DIM": 99, "NUM_EPOCHS": 14}
