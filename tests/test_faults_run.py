@@ -25,6 +25,7 @@ from common.cache import ImageSet
 from common.config import constants
 from common.loader import BatchLoader
 from resnet import train as resnet_train
+from tests.test_trainer import _Poisonable
 from resnet.model import resnet18
 
 REPO = Path(__file__).resolve().parents[1]
@@ -185,13 +186,8 @@ def test_two_new_runs_started_in_the_same_second_get_two_folders(tmp_path: Path)
 
 # ----------------------------------------------------------------------------- item 5: a NaN validation loss
 
-class _NaNWhenEvaluated(nn.Module):
+class _NaNWhenEvaluated(_Poisonable):
     """Trains normally; its evaluation (eval mode) turns NaN once ``poisoned``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = tiny_model()
-        self.poisoned = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(x)
