@@ -5,6 +5,11 @@ get their images, so each sees the same cache with the same size (``cache_dim``)
 MAX_IMAGES_PER_CLASS=N takes the first N images of each class (train and val) before the
 decode, so a smoke test decodes and trains on a few images of any dataset.
 
+``split_training(cfg, train_set, val_set)`` then cuts the training split, never val:
+HOLDOUT_FRACTION sets a part of it aside to evaluate on instead of val (to tune a recipe without
+looking at the validation images), TRAIN_FRACTION trains on a part of the rest (ViT's claim that
+it needs data, Sec. 4.3). Both parts are class-balanced and drawn from SEED.
+
 The decoded caches stay under DATA_DIR/cache/ (one per dataset, split and size); list them, and
 remove those of other sizes, with:
 
@@ -15,6 +20,7 @@ remove those of other sizes, with:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import math
 import os
@@ -24,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from common.cache import ImageSet, build_cache, check_class_folders, scan, typical_short_side
 from common.checkpoint import check_classes
@@ -68,6 +76,55 @@ def load_data(cfg: dict[str, Any], ckpt: dict[str, Any] | None = None,
     train_set = build_cache(folder, "train", res, cache_dir, workers=cfg["DECODE_WORKERS"])
     val_set = build_cache(folder, "val", res, cache_dir, workers=cfg["DECODE_WORKERS"])
     return train_set, val_set
+
+
+def split_training(cfg: dict[str, Any], train_set: ImageSet, val_set: ImageSet) -> tuple[ImageSet, ImageSet]:
+    """(what to train on, what to evaluate on): with HOLDOUT_FRACTION, the held-out part of the
+    training split in place of val; with TRAIN_FRACTION, a part of the (remaining) training split.
+
+    Each class keeps round(fraction x its images), at least one image, so every class stays in
+    both parts (the accuracies of a held-out set missing a class would not compare with val's).
+    The draw depends on SEED only, one stream per purpose: the same SEED holds out the same
+    images whatever TRAIN_FRACTION is, and trains on the same subset whatever the recipe."""
+    if cfg.get("HOLDOUT_FRACTION", 0):
+        held, kept = balanced_split(train_set.labels, cfg["HOLDOUT_FRACTION"], cfg["SEED"], HOLDOUT_STREAM,
+                                    train_set.num_classes, "HOLDOUT_FRACTION")
+        train_set, val_set = subset(train_set, kept), subset(train_set, held)
+    if cfg.get("TRAIN_FRACTION", 1) < 1:
+        chosen, _ = balanced_split(train_set.labels, cfg["TRAIN_FRACTION"], cfg["SEED"], TRAIN_STREAM,
+                                   train_set.num_classes, "TRAIN_FRACTION")
+        train_set = subset(train_set, chosen)
+    return train_set, val_set
+
+
+HOLDOUT_STREAM, TRAIN_STREAM = 0x601D0, 0x7A1F  # the two draws' own generators (any distinct numbers)
+
+
+def balanced_split(labels: torch.Tensor, fraction: float, seed: int, stream: int, num_classes: int,
+                   name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rest): sorted indices, round(fraction x n) of each class's n images chosen at random
+    (seeded by ``seed`` and ``stream``), at least one, and at least one left when ``fraction`` < 1."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + stream)
+    chosen = []
+    for c in range(num_classes):
+        idx = (labels == c).nonzero().flatten()
+        k = min(max(1, round(fraction * len(idx))), len(idx) - (fraction < 1))
+        if k < 1:
+            raise DataError(f"{name}={fraction}: class {c} has {len(idx)} training image"
+                            f"{'s' if len(idx) != 1 else ''}, too few to split; use more images per class")
+        chosen.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    mask = torch.zeros(len(labels), dtype=torch.bool)
+    mask[torch.cat(chosen)] = True
+    return mask.nonzero().flatten(), (~mask).nonzero().flatten()
+
+
+def subset(data: ImageSet, idx: torch.Tensor) -> ImageSet:
+    """The images ``idx`` of ``data``, copied into memory in the cache's channels-first layout
+    (so the loader reads them as it reads a cache). ``source`` is dropped: statistics kept beside
+    the cache file (AlexNet's PCA) are of the whole split, not of this part."""
+    images = data.images.permute(0, 3, 1, 2)[idx].contiguous().permute(0, 2, 3, 1)
+    return dataclasses.replace(data, images=images, labels=data.labels[idx], aspect=data.aspect[idx],
+                               source=None)
 
 
 def first_images(folder: Path, per_class: int, subsets: Path) -> Path:

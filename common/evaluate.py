@@ -23,10 +23,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from common import errors, system
+from common import errors, recipe, system
 from common.checkpoint import TrainingError
 from common.config import ConfigError
-from common.data import load_data
+from common.data import load_data, split_training
 from common.datasets import DataError
 from common.loader import EVAL_VIEWS, BatchLoader
 from common import registry
@@ -47,7 +47,9 @@ def val_loader_for(cfg: dict[str, Any], device: torch.device, data_path: str = "
     cfg = {**cfg, "EVAL_SCALES": (*cfg.get("EVAL_SCALES", (1.0,)), *scales)}
     if data_path:
         cfg["DATA_PATH"] = data_path
-    _, val_set = load_data(cfg, ckpt, what)
+    # A run that held out part of its training images (HOLDOUT_FRACTION) is evaluated on those,
+    # as it was during training: a recipe tuned on them is then not judged on val by accident.
+    _, val_set = split_training({**recipe.SWITCHES, **cfg}, *load_data(cfg, ckpt, what))
     return BatchLoader(val_set, batch_size, train=False, image_dim=cfg["EVAL_IMAGE_DIM"] or cfg["IMAGE_DIM"],
                        device=device, eval_crop=cfg["EVAL_CROP"], channels_last=cfg.get("CHANNELS_LAST", False),
                        views=views, scales=tuple(scales))

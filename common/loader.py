@@ -80,6 +80,29 @@ def _mix(*xs: int) -> int:
     return h
 
 
+def progressive_dim(epoch: int, num_epochs: int, image_dim: int, start_dim: int,
+                    ramp: tuple[float, float]) -> int:
+    """The training crop of ``epoch`` under progressive resizing: ``start_dim`` until the
+    fraction ramp[0] of the epochs, then linear to ``image_dim`` at ramp[1], after that
+    ``image_dim``; a multiple of 8 on the way (fewer distinct sizes: fewer kernel plans, fewer
+    recompiles with COMPILE). ``start_dim`` 0 is off. Small early images are cheap (the cost of
+    a step grows with the pixels) while the weights are still coarse; the last epochs train at
+    the full size so that BatchNorm's statistics and the filters fit the size evaluated."""
+    if not start_dim:
+        return image_dim
+    t = epoch / max(num_epochs, 1)
+    lo, hi = ramp
+    w = 1.0 if t >= hi else 0.0 if t < lo else (t - lo) / (hi - lo)
+    return image_dim if w >= 1 else 8 * round((start_dim + w * (image_dim - start_dim)) / 8)
+
+
+def training_dims(cfg: dict) -> list[int]:
+    """Every training crop the constants make, in epoch order, repeats removed."""
+    dims = [progressive_dim(e, cfg["NUM_EPOCHS"], cfg["IMAGE_DIM"], cfg.get("START_IMAGE_DIM", 0),
+                            tuple(cfg.get("RESIZE_RAMP", (0.0, 0.75)))) for e in range(cfg["NUM_EPOCHS"])]
+    return list(dict.fromkeys(dims))
+
+
 class BatchLoader:
     """Iterate (images, labels) batches of an ImageSet on ``device``.
 

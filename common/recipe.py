@@ -32,6 +32,9 @@ SWITCHES: dict[str, Any] = {
     "RECIPE": "",  # a named recipe of the train.py's RECIPES ('' = the constants as written)
     "SEEDS": 1,  # train this many times, with SEED, SEED + 1, ... (a run folder each; mean +- std in common.compare)
     "PRETRAINED": False,  # start from torchvision's ImageNet weights of the same network (downloaded once)
+    # --- progressive resizing (fastai's DAWNBench entry, 2018; FFCV's ResNet recipes, arXiv:2306.12517)
+    "START_IMAGE_DIM": 0,  # training crop of the first epochs, pixels (0 = off: IMAGE_DIM throughout)
+    "RESIZE_RAMP": (0.0, 0.75),  # ... kept until this fraction of the epochs, then grown linearly to IMAGE_DIM by this one
     # --- evaluation protocol (the usual one; a train.py may set its paper's)
     "EVAL_CROP": 0.875,  # evaluation centre crop as a fraction of the short side (224/256)
     "EVAL_VIEWS": "center",  # after the last epoch also: flip, 5crop, 10crop (softmax averaged)
@@ -40,6 +43,9 @@ SWITCHES: dict[str, Any] = {
     "PROGRESS_SECONDS": 30.0,  # when stderr is not a terminal (a log file): a progress line this often
     "SAVE_BEST": True,  # best.pt beside last.pt (False: only last.pt, half the disk of a run folder)
     "MAX_IMAGES_PER_CLASS": 0,  # 0 = every image; N = the first N of each class, train and val (smoke tests)
+    # --- parts of the training split (class-balanced, drawn from SEED; val is never cut)
+    "HOLDOUT_FRACTION": 0.0,  # evaluate on this part of the training images instead of val (tuning); 0 = val
+    "TRAIN_FRACTION": 1.0,  # train on this part of the (remaining) training images (ViT Sec. 4.3)
 }
 
 # What every recipe states, whatever it chooses.
@@ -113,6 +119,11 @@ RULES: Rules = {
     "SEEDS": (lambda v: v >= 1, "at least 1 run"),
     "PROGRESS_SECONDS": (lambda v: v > 0, "a positive number of seconds"),
     "MAX_IMAGES_PER_CLASS": (lambda v: v >= 0, "0 (every image) or a positive count"),
+    "START_IMAGE_DIM": (lambda v: v == 0 or 8 <= v <= MAX_DIM, f"0 (off) or from 8 to {MAX_DIM} pixels"),
+    "RESIZE_RAMP": (lambda v: len(v) == 2 and 0 <= v[0] <= v[1] <= 1,
+                    "two fractions of the epochs, 0 <= start <= end <= 1, e.g. (0.25, 0.75)"),
+    "HOLDOUT_FRACTION": (lambda v: 0 <= v < 1, "0 (evaluate on val) or a fraction in (0, 1), e.g. 0.1"),
+    "TRAIN_FRACTION": (_is_fraction, "a fraction in (0, 1] (1 = every training image)"),
 }
 
 

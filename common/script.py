@@ -26,10 +26,10 @@ from common import config as config_lib
 from common import errors, figures, pretrained, recipe, registry, runlog, system, trainer
 from common.cache import IMAGE_EXTENSIONS, ImageSet, typical_short_side
 from common.checkpoint import TrainingError
-from common.data import cache_dim, load_data
+from common.data import cache_dim, load_data, split_training
 from common.datasets import DATA_ROOT
 from common.files import user_path
-from common.loader import BatchLoader, BatchTransform
+from common.loader import BatchLoader, BatchTransform, training_dims
 from common.optim import ParamOptions
 from common.trainer import fit
 
@@ -91,6 +91,7 @@ def configure(module: ModuleType, argv: Sequence[str], rules: recipe.Rules,
     cfg = recipe.complete(cfg, prog)  # the choices made may need more constants
     config_lib.check(cfg, recipe.RULES)  # the shared bounds, whatever ``rules`` replaced
     config_lib.check(cfg, rules)
+    _check_training_dims(cfg, rules)
     if cfg["SEEDS"] > 1 and cfg["RESUME"]:
         raise config_lib.ConfigError(f"SEEDS={cfg['SEEDS']} with RESUME: a checkpoint continues one run; "
                                      f"resume each seed's run folder on its own (SEEDS=1)")
@@ -100,6 +101,17 @@ def configure(module: ModuleType, argv: Sequence[str], rules: recipe.Rules,
               f"capped at {cores}")
         cfg["DECODE_WORKERS"] = cores
     return cfg, ckpt
+
+
+def _check_training_dims(cfg: dict[str, Any], rules: recipe.Rules) -> None:
+    """Progressive resizing's smaller crops obey the family's IMAGE_DIM rule too (ResNet's
+    32 px: below it the last stages see only padding; a ViT's multiple of its patch)."""
+    ok, need = rules.get("IMAGE_DIM", (lambda v: True, ""))
+    for d in training_dims(cfg):
+        if not ok(d):
+            raise config_lib.ConfigError(f"START_IMAGE_DIM={cfg['START_IMAGE_DIM']} makes {d} px training crops on "
+                                         f"the way to IMAGE_DIM, and a training crop must be {need}: use a "
+                                         f"larger START_IMAGE_DIM, or 0 (off)")
 
 
 def check_family(ckpt: dict[str, Any], module: ModuleType, path: str) -> None:
@@ -135,25 +147,36 @@ def check_before_data(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[s
                                          "file's models; set PRETRAINED=False")
         with torch.device("meta"):  # the classifier at ImageNet's size, as the weights have it
             pretrained.check(cfg, build_model(cfg, pretrained.IMAGENET_CLASSES), *torchvision)
-    for dim_name in ("IMAGE_DIM", "EVAL_IMAGE_DIM"):
-        for scale in (1.0,) if dim_name == "IMAGE_DIM" else tuple(cfg["EVAL_SCALES"]):
-            dim = round((cfg[dim_name] or cfg["IMAGE_DIM"]) * scale)
-            try:
-                with torch.no_grad():
-                    model(torch.empty(2, 3, dim, dim, device="meta"))
-            except (RuntimeError, ValueError) as e:
-                # The constant that made the size: a scale other than 1 is EVAL_SCALES' doing.
-                blame = (f"EVAL_SCALES={tuple(cfg['EVAL_SCALES'])} makes {dim} px inputs of the evaluation "
-                         f"size {cfg[dim_name] or cfg['IMAGE_DIM']}" if scale != 1.0
-                         else f"{dim_name}={cfg[dim_name]} gives {dim} px inputs")
-                fix = "larger scales in EVAL_SCALES" if scale != 1.0 else f"a larger {dim_name}"
-                raise config_lib.ConfigError(f"{blame}, too small for this network "
-                                             f"({str(e).splitlines()[0]}). Use {fix}.") from None
+    for dim, blame, fix in _input_sizes(cfg):
+        try:
+            with torch.no_grad():
+                model(torch.empty(2, 3, dim, dim, device="meta"))
+        except (RuntimeError, ValueError) as e:
+            raise config_lib.ConfigError(f"{blame}, too small for this network "
+                                         f"({str(e).splitlines()[0]}). Use {fix}.") from None
     device = open_device(cfg["DEVICE"])
     data_root = user_path(cfg["DATA_DIR"]) if cfg["DATA_DIR"] else DATA_ROOT
     config_lib.check_folder("DATA_DIR", data_root)
     config_lib.check_folder("RUNS_DIR", user_path(cfg["RUNS_DIR"]) if cfg["RUNS_DIR"] else runlog.REPO / "runs")
     check_cache_room(cfg, data_root, device)
+
+
+def _input_sizes(cfg: dict[str, Any]) -> list[tuple[int, str, str]]:
+    """(side, the constant that makes it, what to change) for every input size a run feeds the
+    network: IMAGE_DIM, progressive resizing's smaller crops, each evaluation scale."""
+    sizes = [(cfg["IMAGE_DIM"], f"IMAGE_DIM={cfg['IMAGE_DIM']} gives {cfg['IMAGE_DIM']} px inputs",
+              "a larger IMAGE_DIM")]
+    sizes += [(d, f"START_IMAGE_DIM={cfg['START_IMAGE_DIM']} makes {d} px training crops on the way to "
+                  f"IMAGE_DIM", "a START_IMAGE_DIM the network takes (0: off)")
+              for d in training_dims(cfg) if d != cfg["IMAGE_DIM"]]
+    eval_dim = cfg["EVAL_IMAGE_DIM"] or cfg["IMAGE_DIM"]
+    for scale in tuple(cfg["EVAL_SCALES"]):
+        d = round(eval_dim * scale)
+        sizes.append((d, f"EVAL_IMAGE_DIM={cfg['EVAL_IMAGE_DIM']} gives {d} px inputs", "a larger EVAL_IMAGE_DIM")
+                     if scale == 1.0 else
+                     (d, f"EVAL_SCALES={tuple(cfg['EVAL_SCALES'])} makes {d} px inputs of the evaluation size "
+                         f"{eval_dim}", "larger scales in EVAL_SCALES"))
+    return sizes
 
 
 def _check_cache_dim(cfg: dict[str, Any]) -> None:
@@ -253,13 +276,31 @@ def run(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[str, Any] | Non
             seed_cfg = {**cfg, "SEED": cfg["SEED"] + i}
             if cfg["SEEDS"] > 1:
                 print(f"seed {seed_cfg['SEED']} ({i + 1} of {cfg['SEEDS']})", flush=True)
-            summary = _train_once(seed_cfg, build_model, train_set, val_set, name, param_options,
+            fit_set, eval_set = split_training(seed_cfg, train_set, val_set)
+            _say_split(seed_cfg, fit_set, eval_set, train_set, val_set)
+            summary = _train_once(seed_cfg, build_model, fit_set, eval_set, name, param_options,
                                   batch_transforms, torchvision if not ckpt else None)
             if summary.get("interrupted"):
                 break  # a stop request ends the whole series, not just this seed
         return summary
     finally:
         system.close_distributed()
+
+
+def _say_split(cfg: dict[str, Any], fit_set: ImageSet, eval_set: ImageSet, train_set: ImageSet,
+               val_set: ImageSet) -> None:
+    """One line for each part of the training split in use (rank 0): what is trained on, and that
+    the accuracies printed as "val" are then the held-out images'."""
+    if system.dist_env()[0] != 0:
+        return
+    if cfg["HOLDOUT_FRACTION"]:
+        print(f"HOLDOUT_FRACTION={cfg['HOLDOUT_FRACTION']}: evaluating on {len(eval_set)} held-out training "
+              f"images (seed {cfg['SEED']}), not on the {len(val_set)} validation images; \"val\" below means "
+              f"these", flush=True)
+    if cfg["TRAIN_FRACTION"] < 1:
+        pool = len(train_set) - (len(eval_set) if cfg["HOLDOUT_FRACTION"] else 0)
+        print(f"TRAIN_FRACTION={cfg['TRAIN_FRACTION']}: training on {len(fit_set)} of {pool} training images "
+              f"(class-balanced, seed {cfg['SEED']})", flush=True)
 
 
 def _trained_on(cfg: dict[str, Any], ckpt: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str]:
