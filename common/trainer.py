@@ -136,7 +136,8 @@ def setup(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[st
     if run.main_proc:
         run.run_dir.mkdir(parents=True, exist_ok=True)
         run.lock = _lock_run_dir(run.run_dir)
-        runlog.write_config(run.run_dir, cfg, runlog.provenance(system.device_name(device), world))
+        runlog.write_config(run.run_dir, cfg, {**runlog.provenance(system.device_name(device), world),
+                                                "train_images": len(train_set), "eval_images": len(val_set)})
         print(f"{name}: {sum(p.numel() for p in raw.parameters()):,} parameters on {device} "
               f"({world} process{'es' if world > 1 else ''}), {len(train_set)} train / {len(val_set)} "
               f"val images, {run.steps_per_epoch} steps/epoch; writing to {rel(run.run_dir)}")

@@ -4,6 +4,7 @@ a second call reuses the finished runs."""
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from pathlib import Path
 
@@ -78,3 +79,31 @@ def test_a_bad_constant_is_one_line_and_exit_2_before_any_run(tmp_path: Path, ca
     err = capsys.readouterr().err.strip()
     assert end.value.code == 2 and len(err.splitlines()) == 1 and "IMAGE_DIM=24" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_vit_data_scaling_trains_both_networks_on_each_subset(two_classes: Path, tmp_path: Path, capsys) -> None:
+    """vit/data_scaling.py: each network on each TRAIN_FRACTION (the images recorded by the
+    trainer: 8 of 16, then 16), one figure, one verdict line with every pair; reused on a rerun."""
+    from vit import data_scaling
+
+    args = ["--FRACTIONS=(0.5, 1.0)", "--NUM_EPOCHS=1", "--IMAGE_DIM=32", "--BATCH_SIZE=4",
+            "--VIT_ARGS=--WIDTH=16 --LAYERS=1 --HEADS=2", "--CNN_ARGS=--WIDTH=4", f"--DATA_PATH={two_classes}",
+            f"--DATA_DIR={tmp_path / 'data'}", f"--RUNS_DIR={tmp_path / 'runs'}", f"--FIGURES_DIR={tmp_path / 'fig'}",
+            "--TRAIN_ARGS=--DEVICE=cpu --DECODE_WORKERS=1"]
+    lines = data_scaling.main(args)
+    assert len(lines) == 1 and re.fullmatch(r"verdict: resnet18's lead over deit_tiny_16 shrinks .+: "
+                                            r"(holds|does not hold) \(lead .+ at 0.5 of the data, .+ at 1; .+\)",
+                                            lines[0]), lines
+    assert "0.5: resnet18" in lines[0] and "1: resnet18" in lines[0]
+    assert (tmp_path / "fig" / "data_scaling.png").read_bytes()[:4] == b"\x89PNG"
+    for family, arch in (("vit", "deit_tiny_16"), ("resnet", "resnet18")):
+        for fraction, n in (("0.5", 8), ("1", 16)):
+            (config,) = (tmp_path / "runs" / "claims" / family / f"data-{fraction}").rglob("config.json")
+            made = json.loads(config.read_text())
+            assert made["constants"]["ARCH"] == arch and made["provenance"]["train_images"] == n
+    capsys.readouterr()
+    assert data_scaling.main(args) == lines  # a rerun reuses the finished runs
+    assert ": training" not in capsys.readouterr().out
+    with pytest.raises(SystemExit) as end:
+        data_scaling.main([*args, "--BUDGET=compute"])
+    assert end.value.code == 2 and "BUDGET='compute' is not possible" in capsys.readouterr().err
