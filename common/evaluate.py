@@ -47,7 +47,7 @@ def val_loader_for(cfg: dict[str, Any], device: torch.device, data_path: str = "
     cfg = {**cfg, "EVAL_SCALES": (*cfg.get("EVAL_SCALES", (1.0,)), *scales)}
     if data_path:
         cfg["DATA_PATH"] = data_path
-    _, val_set = load_data(cfg, ckpt, what)
+    _, val_set = load_data(cfg, [(ckpt, what)] if ckpt is not None else [])
     return BatchLoader(val_set, batch_size, train=False, image_dim=cfg["EVAL_IMAGE_DIM"] or cfg["IMAGE_DIM"],
                        device=device, eval_crop=cfg["EVAL_CROP"], channels_last=cfg.get("CHANNELS_LAST", False),
                        views=views, scales=tuple(scales))
