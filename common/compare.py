@@ -197,8 +197,9 @@ def plot(groups: dict[str, list[list[dict[str, float]]]], metric: str, out: Path
 NOT_THE_CONFIGURATION = frozenset({
     "SEED", "SEEDS", "DATA_PATH", "DATA_DIR", "DATASET_SIZE", "DECODE_WORKERS", "DEVICE", "RUNS_DIR",
     "RESUME", "COMPILE", "CHANNELS_LAST", "PROGRESS_SECONDS", "SAVE_BEST"})
-# What a label's base already says (model, recipe, dataset, size, epochs).
-IN_THE_BASE = frozenset({"ARCH", "RECIPE", "DATASET", "DATASET_SIZE", "DATA_PATH", "IMAGE_DIM", "NUM_EPOCHS"})
+# What a label's base already says (model, distillation and teacher, recipe, dataset, size, epochs).
+IN_THE_BASE = frozenset({"ARCH", "DISTILLATION", "TEACHER", "RECIPE", "DATASET", "DATASET_SIZE", "DATA_PATH",
+                         "IMAGE_DIM", "NUM_EPOCHS"})
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = REPO / "common" / "results" / "runs"  # the committed run records the README's table is made from
 NUM_CLASSES = 10  # Imagenette's and Imagewoof's: the class count of a run whose checkpoint is gone
@@ -308,7 +309,11 @@ def configuration(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _base_label(cfg: dict[str, Any]) -> str:
     recipe = f" ({cfg['RECIPE']})" if cfg.get("RECIPE") else ""
-    return (f"{cfg.get('ARCH', '?')}{recipe}, {dataset_of(cfg)}, {cfg.get('IMAGE_DIM', '?')} px, "
+    # DeiT's distillation: its kind and the teacher's model, e.g. "deit_tiny_distilled_16 hard<-resnet18"
+    # (the teacher's run folder runs/<model>/<run>/ names its model).
+    teacher = (f" {cfg['DISTILLATION']}<-{Path(str(cfg.get('TEACHER'))).parent.parent.name}"
+               if cfg.get("DISTILLATION", "none") != "none" else "")
+    return (f"{cfg.get('ARCH', '?')}{teacher}{recipe}, {dataset_of(cfg)}, {cfg.get('IMAGE_DIM', '?')} px, "
             f"{cfg.get('NUM_EPOCHS', '?')} ep")
 
 

@@ -56,18 +56,19 @@ def cache_dim(cfg: dict[str, Any], source_side: int) -> int:
     return 16 * math.ceil(max(need, min(2 * need, source_side)) / 16)
 
 
-def load_data(cfg: dict[str, Any], ckpt: dict[str, Any] | None = None,
-              what: str = "the checkpoint") -> tuple[ImageSet, ImageSet]:
+def load_data(cfg: dict[str, Any],
+              trained_on: Sequence[tuple[dict[str, Any], str]] = ()) -> tuple[ImageSet, ImageSet]:
     """The dataset the constants name, as two in-memory uint8 sets (decoded once, then cached).
 
-    ``ckpt``: the checkpoint that meets this data (named ``what`` in messages); data whose
-    classes are not the ones it was trained on, by name, is refused before the decode."""
+    ``trained_on``: (checkpoint, what names it in messages) of each checkpoint that meets this
+    data; data whose classes are not the ones it was trained on, by name, is refused before the
+    decode."""
     root = user_path(cfg["DATA_DIR"]) if cfg["DATA_DIR"] else DATA_ROOT
     check_folder("DATA_DIR", root)  # a file or a read-only folder: one line now, not a failed clean-up later
     source = user_path(cfg["DATA_PATH"]) if cfg["DATA_PATH"] else None
     folder = prepare_dataset(cfg["DATASET"], cfg["DATASET_SIZE"], root, source=source)
     classes = check_class_folders(folder)  # names and counts only: before a long decode, not after it
-    if ckpt is not None:
+    for ckpt, what in trained_on:
         check_classes(ckpt, classes, what)
     if cfg.get("MAX_IMAGES_PER_CLASS"):
         folder = first_images(folder, cfg["MAX_IMAGES_PER_CLASS"], root / "subsets")

@@ -159,12 +159,13 @@ def plot_filters(weight: torch.Tensor, out: Path, title: str = "") -> Path:
 
 def _square_tokens(t: int) -> tuple[int, int]:
     """(extra tokens in front, side of the patch grid) of a sequence of t tokens: a square
-    number of patches, after 0 or 1 class token."""
-    for extra in (0, 1):
+    number of patches, after no token, a class token, or a class and a distillation token (DeiT;
+    a square plus 1 is never a square plus 2 or 0, so the count is unambiguous)."""
+    for extra in (0, 1, 2):
         side = math.isqrt(t - extra)
         if side * side == t - extra and side > 0:
             return extra, side
-    raise ValueError(f"{t} tokens are not a square grid of patches (with or without a class token)")
+    raise ValueError(f"{t} tokens are not a square grid of patches (after 0, 1 or 2 extra tokens)")
 
 
 def attention_rollout(maps: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -36,6 +36,7 @@ from common.trainer import fit
 BuildModel = Callable[[dict[str, Any], int], nn.Module]
 BatchTransforms = Callable[[dict[str, Any], ImageSet], Sequence[BatchTransform]]
 Torchvision = tuple[pretrained.Table, pretrained.Rename]  # a model.py's TORCHVISION, from_torchvision
+Criterion = Callable[[dict[str, Any]], nn.Module | None]  # the constants -> a loss for fit, or None
 
 
 @errors.entry_point(interrupted="interrupted: nothing saved since the last checkpoint (a partial "
@@ -43,14 +44,16 @@ Torchvision = tuple[pretrained.Table, pretrained.Rename]  # a model.py's TORCHVI
 def main(module: ModuleType, build_model: BuildModel, argv: list[str] | None = None, *,
          rules: recipe.Rules | None = None, param_options: ParamOptions | None = None,
          batch_transforms: BatchTransforms | None = None, name: str | None = None,
-         torchvision: Torchvision | None = None) -> dict[str, Any] | None:
+         torchvision: Torchvision | None = None, criterion: Criterion | None = None) -> dict[str, Any] | None:
     """Entry point of a train.py.
 
     ``build_model(cfg, num_classes)`` builds the network; ``rules`` adds the model's own checks
     (e.g. the smallest IMAGE_DIM its downsampling allows); ``param_options`` and
     ``batch_transforms(cfg, train_set)`` are the seams of common.optim and common.augment (the
     training set gives its class count, and statistics such as AlexNet's PCA lighting's);
-    ``torchvision`` is the model.py's (TORCHVISION, from_torchvision), for PRETRAINED=True.
+    ``torchvision`` is the model.py's (TORCHVISION, from_torchvision), for PRETRAINED=True;
+    ``criterion(cfg)`` a loss in place of the labels' cross-entropy (trainer.fit's), or None: it is
+    made before any data work, so what it loads (DeiT's teacher, common/distill.py) is checked there.
     Returns the summary of the last run (of SEEDS runs). A run stopped by a signal exits, after
     its last line, as a shell expects of an interrupted program: 130 after Ctrl-C, 143 after
     SIGTERM (so ``python resnet/train.py && next`` does not go on).
@@ -59,8 +62,10 @@ def main(module: ModuleType, build_model: BuildModel, argv: list[str] | None = N
     prog = os.path.relpath(module.__file__) if module.__file__ else "train.py"
     cfg, ckpt = configure(module, argv, {**recipe.RULES, **(rules or {})}, prog)
     check_before_data(cfg, build_model, ckpt, torchvision)
+    loss = criterion(cfg) if criterion else None
     summary = run(cfg, build_model, ckpt, name=name or str(cfg.get("ARCH", Path(prog).parent.name)),
-                  param_options=param_options, batch_transforms=batch_transforms, torchvision=torchvision)
+                  param_options=param_options, batch_transforms=batch_transforms, torchvision=torchvision,
+                  criterion=loss)
     if summary.get("interrupted"):
         # Another rank's request stops this one too (it got no signal of its own): as SIGTERM.
         sys.exit(128 + (summary.get("signal") or signal.SIGTERM))
@@ -260,7 +265,7 @@ def _available_memory() -> int | None:
 
 def run(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[str, Any] | None = None, *, name: str,
         param_options: ParamOptions | None = None, batch_transforms: BatchTransforms | None = None,
-        torchvision: Torchvision | None = None) -> dict[str, Any]:
+        torchvision: Torchvision | None = None, criterion: nn.Module | None = None) -> dict[str, Any]:
     """Prepare the data the constants name, then build and train the model SEEDS times (SEED,
     SEED + 1, ..., each in its own run folder); returns the last run's summary."""
     rank, _, _ = system.dist_env()
@@ -268,7 +273,7 @@ def run(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[str, Any] | Non
     # Every rank prepares the data before the process group exists: file locks let one process
     # download and decode while the others wait, with no collective timing out meanwhile (a
     # first download can take longer than NCCL's 10-minute timeout).
-    train_set, val_set = load_data(cfg, *_trained_on(cfg, ckpt))
+    train_set, val_set = load_data(cfg, _trained_on(cfg, ckpt))
     try:
         for i in range(cfg["SEEDS"]):
             # The fastai leaderboard's protocol: the mean of several runs, which differ by about
@@ -279,7 +284,7 @@ def run(cfg: dict[str, Any], build_model: BuildModel, ckpt: dict[str, Any] | Non
             fit_set, eval_set = split_training(seed_cfg, train_set, val_set)
             _say_split(seed_cfg, fit_set, eval_set, train_set, val_set)
             summary = _train_once(seed_cfg, build_model, fit_set, eval_set, name, param_options,
-                                  batch_transforms, torchvision if not ckpt else None)
+                                  batch_transforms, torchvision if not ckpt else None, criterion)
             if summary.get("interrupted"):
                 break  # a stop request ends the whole series, not just this seed
         return summary
@@ -303,21 +308,20 @@ def _say_split(cfg: dict[str, Any], fit_set: ImageSet, eval_set: ImageSet, train
               f"(class-balanced, seed {cfg['SEED']})", flush=True)
 
 
-def _trained_on(cfg: dict[str, Any], ckpt: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str]:
-    """The classes of the checkpoint this run starts from, to be checked against the data by name
-    (the same count of other classes would train on the wrong labels), and its constant: RESUME,
-    or VGG's INIT_FROM (net A's last layer, fc8, is copied in class by class)."""
-    if ckpt is not None:
-        return {k: ckpt.get(k) for k in ("classes", "num_classes")}, f"RESUME={cfg['RESUME']}"
-    if cfg.get("INIT_FROM"):
-        init = ckpt_lib.load_checkpoint(user_path(cfg["INIT_FROM"]), "INIT_FROM")
-        return {k: init.get(k) for k in ("classes", "num_classes")}, f"INIT_FROM={cfg['INIT_FROM']}"
-    return None, ""
+def _trained_on(cfg: dict[str, Any], ckpt: dict[str, Any] | None) -> list[tuple[dict[str, Any], str]]:
+    """The classes of each checkpoint this run starts from or learns from, to be checked against
+    the data by name (the same count of other classes would train on the wrong labels), and its
+    constant: RESUME, or VGG's INIT_FROM (net A's last layer, fc8, is copied in class by class);
+    and a distillation TEACHER (its outputs are read as the data's classes)."""
+    found = [(ckpt, "RESUME")] if ckpt is not None else []
+    read = ("TEACHER",) if ckpt is not None else ("INIT_FROM", "TEACHER")  # a resumed run has its weights
+    found += [(ckpt_lib.load_checkpoint(user_path(cfg[name]), name), name) for name in read if cfg.get(name)]
+    return [({k: c.get(k) for k in ("classes", "num_classes")}, f"{name}={cfg[name]}") for c, name in found]
 
 
 def _train_once(cfg: dict[str, Any], build_model: BuildModel, train_set: ImageSet, val_set: ImageSet,
                 name: str, param_options: ParamOptions | None, batch_transforms: BatchTransforms | None,
-                torchvision: Torchvision | None) -> dict[str, Any]:
+                torchvision: Torchvision | None, criterion: nn.Module | None = None) -> dict[str, Any]:
     """One seed: the model (from torchvision's weights if PRETRAINED), its transforms, fit."""
     torch.manual_seed(cfg["SEED"])  # the same initial weights on every rank and every run
     model = build_model(cfg, train_set.num_classes)
@@ -330,7 +334,7 @@ def _train_once(cfg: dict[str, Any], build_model: BuildModel, train_set: ImageSe
                      f"classes, not 1,000)" if kept else ""), flush=True)
     transforms = batch_transforms(cfg, train_set) if batch_transforms else ()
     summary = fit(model, train_set, val_set, cfg, name=name, param_options=param_options,
-                  batch_transforms=transforms)
+                  batch_transforms=transforms, criterion=criterion)
     if not summary["interrupted"] and system.dist_env()[0] == 0:
         draw_figures(model, val_set, cfg, summary)
     return summary

@@ -54,7 +54,7 @@ class Run:
     schedule: optim.Schedule
     scaler: torch.amp.GradScaler
     ema: optim.EMA | None
-    criterion: nn.Module
+    criterion: nn.Module  # (output, target, input) -> loss: LabelLoss, or fit's ``criterion``
     autocast: Any
     classes: list[str]
     run_dir: Path = Path()
@@ -80,19 +80,21 @@ class Run:
 def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str, Any], *,
         name: str = "model", on_step: Callable[[int], None] | None = None,
         param_options: optim.ParamOptions | None = None,
-        batch_transforms: Sequence[BatchTransform] = ()) -> dict[str, Any]:
+        batch_transforms: Sequence[BatchTransform] = (), criterion: nn.Module | None = None) -> dict[str, Any]:
     """Train ``model`` on ``train_set``, evaluating on ``val_set`` every epoch.
 
     ``cfg`` states a whole recipe (common.recipe.RECIPE_KEYS and what its choices need; the
     shared switches take their defaults). ``param_options`` gives parameters their own weight
     decay or learning-rate scale (common.optim); ``batch_transforms`` run on every training
     batch on the device (common.augment; they may turn labels into soft targets).
+    ``criterion(output, target, input)`` replaces the loss on the labels (LabelLoss), e.g. DeiT's
+    distillation with its teacher (common/distill.py); it is placed where the model is.
     ``on_step(global_step)`` is called after every optimiser step (tests interrupt runs with it).
     Returns a summary: best and final val top-1/top-5, images/s, the run folder, the history.
     """
     cfg = recipe.complete(cfg)
     config_lib.check(cfg, recipe.RULES)
-    run = setup(model, train_set, val_set, cfg, name, param_options, batch_transforms)
+    run = setup(model, train_set, val_set, cfg, name, param_options, batch_transforms, criterion)
     with run.lock, system.StopRequest() as stop:
         for epoch in range(run.start_epoch, cfg["NUM_EPOCHS"]):
             train_time = _train_epoch(run, epoch, stop, on_step)
@@ -110,7 +112,8 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str,
 # ----------------------------------------------------------------------------- setup
 
 def setup(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[str, Any], name: str,
-           param_options: optim.ParamOptions | None, batch_transforms: Sequence[BatchTransform]) -> Run:
+           param_options: optim.ParamOptions | None, batch_transforms: Sequence[BatchTransform],
+           criterion: nn.Module | None = None) -> Run:
     """Device, model placement, loaders, optimiser; then a checkpoint's state, or a new run folder."""
     rank, world, local_rank = system.dist_env()
     if world > 1:
@@ -126,7 +129,9 @@ def setup(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[st
                schedule=optim.Schedule(cfg, len(train_loader)),
                scaler=torch.amp.GradScaler("cuda", enabled=amp == "fp16"),
                ema=optim.ema_model(raw, cfg["EMA_DECAY"]) if cfg["EMA_DECAY"] > 0 else None,
-               criterion=nn.CrossEntropyLoss(label_smoothing=cfg["LABEL_SMOOTHING"]),
+               criterion=(LabelLoss(label_smoothing=cfg["LABEL_SMOOTHING"]) if criterion is None else
+                          criterion.to(device, memory_format=torch.channels_last if cfg["CHANNELS_LAST"]
+                                       else torch.preserve_format)),  # a teacher runs as the model
                autocast=system.autocast(device, amp), classes=list(train_set.classes))
     if cfg["RESUME"]:
         _restore(run, user_path(cfg["RESUME"]))
@@ -142,6 +147,14 @@ def setup(model: nn.Module, train_set: ImageSet, val_set: ImageSet, cfg: dict[st
               f"({world} process{'es' if world > 1 else ''}), {len(train_set)} train / {len(val_set)} "
               f"val images, {run.steps_per_epoch} steps/epoch; writing to {rel(run.run_dir)}")
     return run
+
+
+class LabelLoss(nn.CrossEntropyLoss):
+    """The loss of a step, (output, target, input) -> loss: cross-entropy on the labels (indices or
+    soft targets). The input is for a loss that needs it (DeiT's teacher, common/distill.py)."""
+
+    def forward(self, out: torch.Tensor, y: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(out, y)
 
 
 def loaders(train_set: ImageSet, val_set: ImageSet, cfg: dict[str, Any], device: torch.device, rank: int,
@@ -339,7 +352,7 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, global_step: int, sum
     run.lr = run.schedule.set_lr(run.optimizer, global_step)
     with run.autocast:
         out = run.net(x)
-        loss = run.criterion(out, y)
+        loss = run.criterion(out, y, x)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     if run.cfg["GRAD_CLIP"] > 0:
@@ -349,9 +362,11 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, global_step: int, sum
     run.scaler.update()
     if run.ema is not None:
         run.ema.update_parameters(run.model)
-    # Soft targets count as their largest class: a mixed image is "right" for its main label.
+    # Soft targets count as their largest class: a mixed image is "right" for its main label. A
+    # distilled ViT answers with two heads in training: its class head's answer is counted.
     label = y if y.ndim == 1 else y.argmax(1)
-    sums.add(loss.detach().float() * len(y), (out.detach().argmax(1) == label).sum(), len(y))
+    logits = out[0] if isinstance(out, tuple) else out
+    sums.add(loss.detach().float() * len(y), (logits.detach().argmax(1) == label).sum(), len(y))
 
 
 def _agree_to_stop(run: Run, stop: system.StopRequest, check: bool, epoch: int, step: int,

@@ -72,6 +72,11 @@ def tiny_model(case: Case, num_classes: int = 10) -> nn.Module:
     return case.builder(num_classes=num_classes, **case.tiny)
 
 
+def heads(out: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """A model's outputs: one tensor of logits, or in training a distilled ViT's two heads (DeiT)."""
+    return out if isinstance(out, tuple) else (out,)
+
+
 class CountOps(TorchDispatchMode):
     """Counts calls of one aten op during a forward."""
 
@@ -93,9 +98,9 @@ class CountOps(TorchDispatchMode):
 def test_output_shape_and_finite(case: Case) -> None:
     m = tiny_model(case, num_classes=10)
     x = torch.randn(2, 3, case.tiny_input, case.tiny_input)
-    y = m(x)
-    assert y.shape == (2, 10)
-    assert torch.isfinite(y).all()
+    for y in heads(m(x)):
+        assert y.shape == (2, 10)
+        assert torch.isfinite(y).all()
     m.eval()
     with torch.no_grad():
         assert torch.isfinite(m(x)).all()
@@ -105,7 +110,7 @@ def test_output_shape_and_finite(case: Case) -> None:
 def test_gradient_reaches_every_parameter(case: Case) -> None:
     m = tiny_model(case, num_classes=10)  # default init: zero_init_residual would zero some
     x = torch.randn(4, 3, case.tiny_input, case.tiny_input)
-    loss = nn.functional.cross_entropy(m(x), torch.arange(4) % 10)
+    loss = sum(nn.functional.cross_entropy(y, torch.arange(4) % 10) for y in heads(m(x)))
     loss.backward()
     for name, p in m.named_parameters():
         assert p.grad is not None, f"no grad for {name}"

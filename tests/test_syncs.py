@@ -69,9 +69,10 @@ def setup_run(family: str, recipe_name: str, tmp_path: Path, argv: tuple[str, ..
     model = module.build_model(cfg, CLASSES)
     seam = getattr(module, "batch_transforms", None)
     transforms = seam(cfg, train_set) if callable(seam) else ()
+    loss = module.criterion(cfg) if callable(getattr(module, "criterion", None)) else None  # DeiT's teacher
     with contextlib.redirect_stdout(io.StringIO()):
         return trainer.setup(model, train_set, val_set, cfg, family, getattr(module, "param_options", None),
-                             transforms)
+                             transforms, loss)
 
 
 def assert_no_syncs(counter: SyncCounter, what: str, most: int = 0) -> None:
@@ -118,6 +119,22 @@ def test_no_sync_in_a_training_step_and_one_per_evaluation_pass(family: str, rec
         assert_no_syncs(train_step_syncs(run, step), f"{what} training step {step}")
     for name, counter in evaluation_syncs(run).items():
         assert_no_syncs(counter, f"{what} evaluation ({name}, {VAL_BATCHES} batches)", most=1)
+
+
+def test_no_sync_in_a_distilled_step(tmp_path: Path) -> None:
+    """DeiT's hard and soft distillation: the teacher (a ResNet checkpoint, moved to meta with the
+    student) runs on the augmented batch inside the step, and its timing makes no sync either."""
+    from tests.test_distill import save_teacher
+
+    teacher = save_teacher(tmp_path / "teacher" / "best.pt")
+    for kind in ("hard", "soft"):
+        run = setup_run("vit", "", tmp_path, ("--ARCH=deit_tiny_distilled_16", f"--DISTILLATION={kind}",
+                                              f"--TEACHER={teacher}"))
+        assert next(run.criterion.teacher.parameters()).device.type == "meta"
+        for step in (0, 1):  # the teacher's cost is timed from the second step on
+            assert_no_syncs(train_step_syncs(run, step), f"distilled {kind} training step {step}")
+        for name, counter in evaluation_syncs(run).items():
+            assert_no_syncs(counter, f"distilled evaluation ({name})", most=1)
 
 
 def test_the_recipes_under_test_cover_every_batch_transform_and_the_ema(tmp_path: Path) -> None:

@@ -41,7 +41,8 @@ def test_table1_sizes(name: str) -> None:
     block = m.blocks[0]
     assert block.attn.qkv.weight.shape == (3 * cfg.width, cfg.width) and block.attn.heads == cfg.heads
     assert block.mlp.fc1.weight.shape == (cfg.mlp_dim, cfg.width)
-    assert m.pos_embedding.shape == (1, 1 + (224 // patch) ** 2, cfg.width)
+    prefix = 2 if name in vit.DISTILLED else 1  # DeiT's distillation token has a position too
+    assert m.pos_embedding.shape == (1, prefix + (224 // patch) ** 2, cfg.width)
     assert m.class_token.shape == (1, 1, cfg.width)
 
 

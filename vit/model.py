@@ -6,7 +6,8 @@ Scale". arXiv:2010.11929 (2020).
 
 The small models trained from scratch: Touvron, Cord, Douze, Massa, Sablayrolles, Jegou.
 "Training data-efficient image transformers & distillation through attention" (DeiT).
-arXiv:2012.12877 (2020), Table 1.
+arXiv:2012.12877 (2020), Table 1; its distillation token and head (Sec. 4), built with
+``distilled=True`` (the loss and the teacher are common/distill.py's).
 Stochastic depth: Huang, Sun, Liu, Sedra, Weinberger. "Deep Networks with Stochastic Depth".
 arXiv:1603.09382 (2016).
 
@@ -25,6 +26,8 @@ Deviations / options, each named again where it happens:
   hidden layer ("MLP with one hidden layer at pre-training time") is not built.
 - ``init="deit"`` (the train.py default) replaces the official code's init with DeiT's; see
   ``ViT._init_weights``.
+- A distilled model's prediction in eval mode fuses its two heads as DeiT's Sec. 4 says (the
+  mean of their softmax outputs), where DeiT's code averages their logits; see ``fuse_heads``.
 """
 
 from __future__ import annotations
@@ -143,13 +146,14 @@ class EncoderBlock(nn.Module):
         return f"drop_path={self.drop_path}"
 
 
-def interpolate_pos_embedding(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+def interpolate_pos_embedding(pos: torch.Tensor, grid: tuple[int, int], prefix: int = 1) -> torch.Tensor:
     """Sec. 3.2: "we perform 2D interpolation of the pre-trained position embeddings, according
-    to their location in the original image". ``pos`` (1, 1 + n*n, D) with a square n x n grid
-    after the class token's -> (1, 1 + grid[0]*grid[1], D). Bicubic (the paper names no kernel;
-    torchvision's interpolate_embeddings and timm default to bicubic too). The class token's
-    embedding has no location and is kept. The same grid returns ``pos`` itself: a no-op."""
-    cls_pos, patch_pos = pos[:, :1], pos[:, 1:]  # (1, 1, D), (1, n*n, D)
+    to their location in the original image". ``pos`` (1, prefix + n*n, D) with a square n x n
+    grid after the ``prefix`` tokens' (the class token's; DeiT's distillation token's too) ->
+    (1, prefix + grid[0]*grid[1], D). Bicubic (the paper names no kernel; torchvision's
+    interpolate_embeddings and timm default to bicubic too). The prefix tokens' embeddings have
+    no location and are kept. The same grid returns ``pos`` itself: a no-op."""
+    cls_pos, patch_pos = pos[:, :prefix], pos[:, prefix:]  # (1, prefix, D), (1, n*n, D)
     n = math.isqrt(patch_pos.shape[1])
     if n * n != patch_pos.shape[1]:
         raise ValueError(f"position embedding has {patch_pos.shape[1]} patch positions, not a square grid")
@@ -159,7 +163,16 @@ def interpolate_pos_embedding(pos: torch.Tensor, grid: tuple[int, int]) -> torch
     patch_pos = patch_pos.reshape(1, n, n, d).permute(0, 3, 1, 2)  # (1, D, n, n)
     patch_pos = F.interpolate(patch_pos.float(), size=grid, mode="bicubic", align_corners=False)
     patch_pos = patch_pos.to(pos.dtype).permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], d)
-    return torch.cat([cls_pos, patch_pos], dim=1)  # (1, 1 + N', D)
+    return torch.cat([cls_pos, patch_pos], dim=1)  # (1, prefix + N', D)
+
+
+def fuse_heads(cls_logits: torch.Tensor, dist_logits: torch.Tensor) -> torch.Tensor:
+    """DeiT Sec. 4, at test time: "the late fusion of these two separate heads, for which we add
+    the softmax output by the two classifiers". Returned as log((softmax(a) + softmax(b)) / 2),
+    whose softmax is exactly the mean of the two softmax outputs, so the evaluation, which reads
+    logits, is unchanged. DeiT's code (and timm's) averages the logits instead; we follow the paper."""
+    both = torch.logaddexp(cls_logits.float().log_softmax(1), dist_logits.float().log_softmax(1))
+    return both - math.log(2)  # (B, num_classes)
 
 
 class VitConfig(NamedTuple):
@@ -202,6 +215,7 @@ class ViT(nn.Module):
         drop_path: float = 0.0,
         init: str = "jax",
         in_channels: int = 3,
+        distilled: bool = False,
     ) -> None:
         super().__init__()
         if image_size % patch_size:
@@ -213,8 +227,13 @@ class ViT(nn.Module):
         grid = image_size // patch_size
         self.patch_embed = PatchEmbedding(patch_size, d, in_channels)  # Eq. 1: E
         self.class_token = nn.Parameter(torch.zeros(1, 1, d))  # Eq. 1: x_class, "z_0^0 = x_class"
-        # Eq. 1: E_pos, "standard learnable 1D position embeddings" (Sec. 3.1, Appendix D.4).
-        self.pos_embedding = nn.Parameter(torch.zeros(1, 1 + grid * grid, d))
+        # DeiT Sec. 4: "a new token, the distillation token", beside the class token; its output
+        # learns the teacher's prediction through its own head (head_dist). Tokens before the patches:
+        self.distilled, self.num_prefix_tokens = distilled, 2 if distilled else 1
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, d)) if distilled else None
+        # Eq. 1: E_pos, "standard learnable 1D position embeddings" (Sec. 3.1, Appendix D.4); one for
+        # the distillation token too, as DeiT's code has it (num_patches + 2 positions).
+        self.pos_embedding = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + grid * grid, d))
         self.dropout = nn.Dropout(dropout)  # Appendix B.1: "directly after adding positional-"
         # DeiT's rule: drop_path rises linearly from 0 at the first block to the rate at the last.
         rates = torch.linspace(0, drop_path, config.layers, device="cpu").tolist()
@@ -223,6 +242,7 @@ class ViT(nn.Module):
         )
         self.norm = nn.LayerNorm(d, eps=LN_EPS)  # Eq. 4: y = LN(z_L^0)
         self.head = nn.Linear(d, num_classes)  # Sec. 3.1: the classification head on y
+        self.head_dist = nn.Linear(d, num_classes) if distilled else None  # DeiT Sec. 4
         self._init_weights(init)
 
     def _init_weights(self, init: str) -> None:
@@ -238,6 +258,8 @@ class ViT(nn.Module):
             # truncation bounds are +-2 absolute, i.e. 100 std: in effect a plain N(0, 0.02).
             self.patch_embed.proj.reset_parameters()
             nn.init.trunc_normal_(self.class_token, std=0.02)
+            if self.dist_token is not None:  # DeiT's code: as the class token
+                nn.init.trunc_normal_(self.dist_token, std=0.02)
             nn.init.trunc_normal_(self.pos_embedding, std=0.02)
             for m in self.modules():
                 if isinstance(m, nn.Linear):
@@ -253,7 +275,9 @@ class ViT(nn.Module):
         std = math.sqrt(1 / fan_in) / TRUNCATED_STD
         nn.init.trunc_normal_(conv.weight, std=std, a=-2 * std, b=2 * std)
         nn.init.zeros_(conv.bias)
-        nn.init.zeros_(self.class_token)  # class token zeros;
+        nn.init.zeros_(self.class_token)  # class token zeros (a distillation token too, as the class token);
+        if self.dist_token is not None:
+            nn.init.zeros_(self.dist_token)
         nn.init.normal_(self.pos_embedding, std=0.02)  # position embeddings N(0, 0.02);
         for block in self.blocks:
             # attention: Xavier-uniform kernels, zero biases; flax draws q, k and v as three
@@ -267,27 +291,36 @@ class ViT(nn.Module):
             for fc in (block.mlp.fc1, block.mlp.fc2):
                 nn.init.xavier_uniform_(fc.weight)
                 nn.init.normal_(fc.bias, std=1e-6)
-        # head zero-initialised (weight and bias): the initial logits are 0, the loss ln(C).
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        # head zero-initialised (weight and bias): the initial logits are 0, the loss ln(C); a
+        # distillation head as the head.
+        for head in (self.head, self.head_dist):
+            if head is not None:
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Eq. 1: z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos, then dropout."""
+        """Eq. 1: z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos, then dropout (DeiT: the
+        distillation token after the class token)."""
         # x: (B, 3, H, W)
         grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
         patches = self.patch_embed(x)  # (B, N, D)
-        cls = self.class_token.expand(patches.shape[0], -1, -1)  # (B, 1, D)
-        z = torch.cat([cls, patches], dim=1)  # (B, 1 + N, D)
+        prefix = [self.class_token] if self.dist_token is None else [self.class_token, self.dist_token]
+        z = torch.cat([t.expand(patches.shape[0], -1, -1) for t in prefix] + [patches], dim=1)  # (B, prefix + N, D)
         # Sec. 3.2: another resolution, another grid: the embeddings interpolated in 2-D.
-        return self.dropout(z + interpolate_pos_embedding(self.pos_embedding, grid))
+        return self.dropout(z + interpolate_pos_embedding(self.pos_embedding, grid, self.num_prefix_tokens))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, 3, H, W); T = 1 + HW / P^2 tokens
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        # x: (B, 3, H, W); T = 1 + HW / P^2 tokens (2 + HW / P^2 distilled)
         z = self.embed(x)  # (B, T, D)
         for block in self.blocks:
             z = block(z)  # (B, T, D)  Eqs. 2-3
         y = self.norm(z[:, 0])  # (B, D)  Eq. 4, the class token's output
-        return self.head(y)  # (B, num_classes) logits
+        if self.head_dist is None:
+            return self.head(y)  # (B, num_classes) logits
+        # DeiT Sec. 4: in training each head has its own loss (common/distill.py); at test time
+        # the two are fused.
+        logits = self.head(y), self.head_dist(self.norm(z[:, 1]))  # (B, num_classes) each
+        return logits if self.training else fuse_heads(*logits)
 
     def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each block's attention weights A (Eq. 6), a list of L tensors (B, heads, T, T), rows
@@ -307,7 +340,7 @@ class ViT(nn.Module):
             raise ValueError(f"image_size {image_size} is not divisible by the patch size {self.patch_size}")
         grid = image_size // self.patch_size
         with torch.no_grad():
-            new = interpolate_pos_embedding(self.pos_embedding.data, (grid, grid))
+            new = interpolate_pos_embedding(self.pos_embedding.data, (grid, grid), self.num_prefix_tokens)
         self.pos_embedding = nn.Parameter(new.clone())
         self.image_size = image_size
 
@@ -318,7 +351,7 @@ class ViT(nn.Module):
         key = prefix + "pos_embedding"
         if key in state_dict and state_dict[key].shape[1] != self.pos_embedding.shape[1]:
             grid = self.image_size // self.patch_size
-            state_dict[key] = interpolate_pos_embedding(state_dict[key], (grid, grid))
+            state_dict[key] = interpolate_pos_embedding(state_dict[key], (grid, grid), self.num_prefix_tokens)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
@@ -343,7 +376,10 @@ VARIANTS: dict[str, tuple[str, int]] = {
     "vit_h_14": ("Huge", 14),
     "deit_tiny_16": ("Tiny", 16),
     "deit_small_16": ("Small", 16),
+    "deit_tiny_distilled_16": ("Tiny", 16),  # DeiT Sec. 4: the same rows, with distilled=True
+    "deit_small_distilled_16": ("Small", 16),
 }
+DISTILLED = ("deit_tiny_distilled_16", "deit_small_distilled_16")  # the builders with a distillation token
 
 
 def vit_b_16(num_classes: int = 1000, **kwargs) -> ViT:
@@ -381,6 +417,18 @@ def deit_small_16(num_classes: int = 1000, **kwargs) -> ViT:
     return _vit(*VARIANTS["deit_small_16"], num_classes, **kwargs)
 
 
+def deit_tiny_distilled_16(num_classes: int = 1000, **kwargs) -> ViT:
+    """DeiT-Ti with the distillation token and head (DeiT Sec. 4, "DeiT-Ti⚗"): Table 1's 5M, plus
+    one token, its position and a head."""
+    return _vit(*VARIANTS["deit_tiny_distilled_16"], num_classes, distilled=True, **kwargs)
+
+
+def deit_small_distilled_16(num_classes: int = 1000, **kwargs) -> ViT:
+    """DeiT-S with the distillation token and head (DeiT Sec. 4, "DeiT-S⚗"): Table 1's 22M, plus
+    one token, its position and a head."""
+    return _vit(*VARIANTS["deit_small_distilled_16"], num_classes, distilled=True, **kwargs)
+
+
 # Builder by name, so train.py can pick one with a string constant (ARCH = "deit_tiny_16").
 MODELS: dict[str, Callable[..., ViT]] = {
     "vit_b_16": vit_b_16,
@@ -390,6 +438,8 @@ MODELS: dict[str, Callable[..., ViT]] = {
     "vit_h_14": vit_h_14,
     "deit_tiny_16": deit_tiny_16,
     "deit_small_16": deit_small_16,
+    "deit_tiny_distilled_16": deit_tiny_distilled_16,
+    "deit_small_distilled_16": deit_small_distilled_16,
 }
 
 # Builders here whose architecture equals a torchvision one (same shapes at default options),

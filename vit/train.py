@@ -3,6 +3,7 @@
     python vit/train.py                                      # the data-efficient recipe below
     python vit/train.py --RECIPE=paper                       # the paper's, Sec. 4.1 / Table 3
     python vit/train.py --ARCH=deit_small_16 --NUM_EPOCHS=100  # any constant, --NAME=value
+    python vit/train.py --ARCH=deit_tiny_distilled_16 --DISTILLATION=hard --TEACHER=runs/resnet18/<run>/best.pt
     python vit/train.py --help                               # every constant, its value, the recipes
 
 The constants are a data-efficient recipe in the spirit of DeiT (Touvron et al. 2020,
@@ -13,7 +14,8 @@ RandAugment, mixup / cutmix with soft labels, random erasing. Its target, >= 85 
 scratch on one GPU, is not measured yet. RECIPES["paper"] holds the paper's ImageNet training
 (Adam, weight decay, linear warm-up then cosine decay, dropout 0.1, batch 4096, ViT-B/16 at 224
 px, Inception crops and flips only); RECIPES["deit"] DeiT's own hyperparameters where they
-differ from the constants.
+differ from the constants. DISTILLATION trains a distilled DeiT against a TEACHER, any trained
+checkpoint of this repository (DeiT Sec. 4; common/distill.py).
 """
 import sys
 from pathlib import Path
@@ -22,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from any fol
 
 import torch.nn as nn  # noqa: E402
 
-from common import augment, script  # noqa: E402
+from common import augment, distill, script  # noqa: E402
 from common.config import ConfigError  # noqa: E402
-from vit.model import INITS, MODELS, TORCHVISION, VARIANTS, VIT_CONFIGS, from_torchvision  # noqa: E402
+from vit.model import DISTILLED, INITS, MODELS, TORCHVISION, VARIANTS, VIT_CONFIGS, from_torchvision  # noqa: E402
 
 # --- data
 DATASET = "imagenette"  # imagenette or imagewoof
@@ -43,7 +45,7 @@ CUTMIX_PROB = 0.5  # per batch: cutmix with this probability, else mixup (DeiT's
 RANDOM_ERASING = 0.25  # probability per image (DeiT: 0.25; 0 = off)
 
 # --- model
-ARCH = "deit_tiny_16"  # vit_b_16, vit_b_32, vit_l_16, vit_l_32, vit_h_14 (Table 1), deit_tiny_16, deit_small_16
+ARCH = "deit_tiny_16"  # vit_b_16 ... vit_h_14 (Table 1), deit_tiny_16, deit_small_16, deit_*_distilled_16
 PATCH_SIZE = 8  # pixels (0 = the builder's); 8 at 128 px gives the 16 x 16 grid that 16 gives at 256 px
 WIDTH = 0  # hidden size D (0 = the table's)
 LAYERS = 0  # encoder blocks L (0 = the table's)
@@ -69,6 +71,12 @@ LABEL_SMOOTHING = 0.1  # Szegedy et al. 2016 (DeiT: 0.1)
 GRAD_CLIP = 1.0  # global norm (the paper's Appendix B.1: 1)
 EMA_DECAY = 0.0  # weight averaging per step (0 = off)
 
+# --- distillation (DeiT Sec. 4; common/distill.py): a distilled ARCH learns from a trained teacher
+DISTILLATION = "none"  # hard (Eq. 3: the teacher's argmax), soft (Eq. 2: KL at TAU) or none
+TEACHER = ""  # a checkpoint of any family, e.g. runs/resnet18/<run>/best.pt (DeiT's best: a convnet)
+DISTILLATION_TAU = 3.0  # soft: the temperature tau (DeiT: 3.0)
+DISTILLATION_ALPHA = 0.1  # soft: lambda, the teacher's weight (DeiT: 0.1); hard weighs both 1/2 (Eq. 3)
+
 RECIPES = {
     # Sec. 4.1: "Adam with beta1 = 0.9, beta2 = 0.999, a batch size of 4096 ... high weight decay",
     # "linear learning rate warmup and decay"; Table 3's ImageNet row for ViT-B/16: 300 epochs,
@@ -89,7 +97,7 @@ RECIPES = {
     # crops (0.08), 5 warm-up epochs, no gradient clipping, RandAugment "m9" out of timm's 10
     # (27 of 30 here; its magnitude noise "mstd0.5" is not implemented). Batch 1024 is 8 GPUs x
     # 128 (torchrun), where 5e-4 x 1024 / 512 = 1e-3, the constants' rate. Not available here:
-    # repeated augmentation (each image three times per batch) and distillation.
+    # repeated augmentation (each image three times per batch). Distillation: DISTILLATION below.
     "deit": {"PATCH_SIZE": 16, "IMAGE_DIM": 224, "DATASET_SIZE": "320", "MIN_SCALE": 0.08,
              "WARMUP_EPOCHS": 5.0, "GRAD_CLIP": 0.0, "AUGMENT_MAGNITUDE": 27},
     # The smoke test (and the test suite's setting for this script): about a minute on a CPU on
@@ -117,9 +125,9 @@ def check_shapes(cfg: dict) -> None:
 
 
 # The model's own parameters that are not weights of a layer: DeiT gives them no weight decay
-# (its no_weight_decay() names pos_embed and cls_token). They are 3-D, so DECAY_NORM_AND_BIAS,
+# (its no_weight_decay() names pos_embed, cls_token and dist_token). They are 3-D, so DECAY_NORM_AND_BIAS,
 # which reads 1-D tensors as norms and biases, does not catch them.
-_TOKEN_PARAMETERS = ("pos_embedding", "class_token")
+_TOKEN_PARAMETERS = ("pos_embedding", "class_token", "dist_token")
 
 
 def build_model(cfg: dict, num_classes: int):
@@ -175,12 +183,35 @@ RULES = {
     "CUTMIX_ALPHA": (lambda v: v >= 0, "0 (off) or a positive alpha"),
     "CUTMIX_PROB": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "RANDOM_ERASING": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    "DISTILLATION": (lambda v: v in distill.KINDS, ", ".join(distill.KINDS)),
+    "DISTILLATION_TAU": (lambda v: v > 0, "a positive temperature"),
+    "DISTILLATION_ALPHA": (lambda v: 0 <= v <= 1, "a weight in [0, 1]"),
 }
+
+
+def criterion(cfg: dict) -> nn.Module | None:
+    """common.script's seam, before any data work: DeiT's distillation loss with its teacher when
+    DISTILLATION asks for it, else None (the labels' cross-entropy). The distillation token and
+    head are what the teacher trains, so DISTILLATION and a distilled ARCH come together."""
+    distilled = cfg["ARCH"] in DISTILLED
+    if cfg["DISTILLATION"] == "none":
+        if distilled:
+            raise ConfigError(f"ARCH={cfg['ARCH']} has a distillation head, which learns from a teacher: set "
+                              f"DISTILLATION=hard or soft and TEACHER, or use {cfg['ARCH'].replace('_distilled', '')}")
+        if cfg["TEACHER"]:
+            raise ConfigError(f"TEACHER={cfg['TEACHER']} is set and DISTILLATION=none: set DISTILLATION=hard "
+                              f"or soft (with a distilled ARCH), or leave TEACHER empty")
+        return None
+    if not distilled:
+        raise ConfigError(f"DISTILLATION={cfg['DISTILLATION']} needs a distilled ARCH ({', '.join(DISTILLED)}), "
+                          f"not {cfg['ARCH']}: its distillation token and head learn the teacher")
+    return distill.criterion(cfg)
 
 
 def main(argv: list[str] | None = None) -> dict | None:
     return script.main(sys.modules[__name__], build_model, argv, rules=RULES, param_options=param_options,
-                       batch_transforms=batch_transforms, torchvision=(TORCHVISION, from_torchvision))
+                       batch_transforms=batch_transforms, torchvision=(TORCHVISION, from_torchvision),
+                       criterion=criterion)
 
 
 if __name__ == "__main__":
