@@ -28,7 +28,8 @@ from types import ModuleType
 from typing import Any
 
 from common import config as config_lib
-from common.compare import METRICS, Run, read_run
+from common import recipe
+from common.compare import METRICS, RECORDS, Run, read_run
 from common.files import atomic_write, rel, user_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,8 +43,9 @@ SWITCHES: dict[str, Any] = {
     "TRAIN_ARGS": "",  # more --NAME=value for every run, e.g. "--DEVICE=cpu --DECODE_WORKERS=1"
     "FIGURES_DIR": "",  # where the figures go ('' = the family's folder, over the published ones)
 }
-# Where a run happened, not what it trained: not compared when a finished run is reused.
-NOT_COMPARED = frozenset({"DATA_DIR", "RUNS_DIR"})  # (TRAIN_ARGS are not compared either)
+# Where a run happened and what it kept on disk, not what it trained: not compared when a
+# finished run is reused.
+NOT_COMPARED = frozenset({"DATA_DIR", "RUNS_DIR", "SAVE_BEST"})  # (TRAIN_ARGS are not compared either)
 
 Results = dict[str, list[Run]]  # group label -> its runs (one per seed)
 
@@ -108,9 +110,11 @@ class Session:
         for i in range(self.cfg["SEEDS"]):
             wanted = {**constants, **(per_seed(i) if per_seed else {}), "SEED": self.cfg["SEED"] + i,
                       "DATA_PATH": self.cfg["DATA_PATH"]}
-            run = _finished(folder, wanted)
+            run = _finished(folder, wanted) or _finished(RECORDS / str(wanted.get("ARCH")), wanted)
             if run is not None:
-                print(f"{self.family} claims: {group}, seed {wanted['SEED']}: reusing {rel(run.path)}", flush=True)
+                kind = "the committed record " if RECORDS in run.path.parents else ""
+                print(f"{self.family} claims: {group}, seed {wanted['SEED']}: reusing {kind}{rel(run.path)}",
+                      flush=True)
             else:
                 print(f"{self.family} claims: {group}, seed {wanted['SEED']}: training", flush=True)
                 run = self._train(folder, wanted)
@@ -139,18 +143,26 @@ def _arg(v: Any) -> str:
     return repr(v) if isinstance(v, tuple) else str(v)
 
 
+_ABSENT = object()
+SWITCH_DEFAULTS = {k: json.loads(json.dumps(v)) for k, v in recipe.SWITCHES.items()}
+
+
 def _json(v: Any) -> Any:
     return json.loads(json.dumps(v, default=str))
 
 
 def _finished(folder: Path, wanted: dict[str, Any]) -> Run | None:
-    """The newest finished run under ``folder`` whose constants include ``wanted``."""
+    """The newest finished run under ``folder`` whose constants include ``wanted``. A switch a
+    run's config lacks (it is older than the switch) counts as the switch's default, which is
+    what that run trained with. ``folder`` may be RECORDS/<ARCH>: a run committed to the
+    repository (config.json and log.csv; common.compare --record) is as good as a local one."""
     for config in sorted(folder.rglob("config.json"), reverse=True) if folder.is_dir() else ():
         try:
             cfg, rows = read_run(config.parent)
         except (OSError, ValueError):  # a damaged folder: not reused, trained again
             continue
-        same = all(k in cfg and cfg[k] == _json(v) for k, v in wanted.items() if k not in NOT_COMPARED)
+        same = all(cfg.get(k, SWITCH_DEFAULTS.get(k, _ABSENT)) == _json(v) for k, v in wanted.items()
+                   if k not in NOT_COMPARED)
         if same and rows and len(rows) >= int(cfg.get("NUM_EPOCHS", 0)) and "val_top1" in rows[-1]:
             return Run(config.parent, cfg, rows)
     return None

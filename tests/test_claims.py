@@ -107,3 +107,33 @@ def test_vit_data_scaling_trains_both_networks_on_each_subset(two_classes: Path,
     with pytest.raises(SystemExit) as end:
         data_scaling.main([*args, "--BUDGET=compute"])
     assert end.value.code == 2 and "BUDGET='compute' is not possible" in capsys.readouterr().err
+
+
+def test_a_committed_record_with_the_same_constants_is_reused(two_classes: Path, tmp_path: Path, capsys,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run of the claim's constants kept in the repository's records (config.json and log.csv,
+    older than a switch it lacks, with SAVE_BEST on) stands for that run: nothing is trained."""
+    import shutil
+
+    from common import claims
+    from resnet import claims as resnet_claims
+
+    args = [*TINY["resnet"], "--NUM_EPOCHS=1", "--SEEDS=1", f"--DATA_PATH={two_classes}",
+            f"--DATA_DIR={tmp_path / 'data'}", f"--RUNS_DIR={tmp_path / 'runs'}", f"--FIGURES_DIR={tmp_path / 'fig'}",
+            "--TRAIN_ARGS=--DEVICE=cpu --DECODE_WORKERS=1"]
+    lines = resnet_claims.main(args)
+    records = tmp_path / "records"
+    for log in (tmp_path / "runs").rglob("log.csv"):  # each run, as --record keeps it, made older
+        made = json.loads((log.parent / "config.json").read_text())
+        made["constants"].pop("TRAIN_FRACTION")
+        made["constants"]["SAVE_BEST"] = True
+        kept = records / made["constants"]["ARCH"] / log.parent.name
+        kept.mkdir(parents=True, exist_ok=True)
+        (kept / "config.json").write_text(json.dumps(made))
+        shutil.copy(log, kept / "log.csv")
+    shutil.rmtree(tmp_path / "runs")
+    monkeypatch.setattr(claims, "RECORDS", records)
+    capsys.readouterr()
+    assert resnet_claims.main(args) == lines
+    out = capsys.readouterr().out
+    assert ": training" not in out and "reusing the committed record" in out

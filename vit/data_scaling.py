@@ -74,16 +74,23 @@ def main(argv: list[str] | None = None) -> list[str]:
     vit.check(vit_runs.values())  # every run's constants, before the first one trains
     cnn.check(cnn_runs.values())
     results: dict[str, dict[float, list[claims.Run]]] = {cfg["CNN_ARCH"]: {}, cfg["VIT_ARCH"]: {}}
-    for f in fractions:  # smallest first: the cheap end of the figure is there early
+    for f in fractions:  # the cheap network first, smallest subset first: the figure's cheap end early
         results[cfg["CNN_ARCH"]][f] = cnn.runs(f"data-{f:g}", cnn_runs[f])
+    for f in fractions:
         results[cfg["VIT_ARCH"]][f] = vit.runs(f"data-{f:g}", vit_runs[f])
     draw(results, vit.figure("data_scaling.png"), cfg)
     return [judge(results, cfg)]
 
 
-def images(runs: list[claims.Run]) -> int:
-    """The training images the runs saw, as their trainer recorded them in config.json."""
-    return json.loads((runs[0].path / "config.json").read_text())["provenance"]["train_images"]
+def images(results: dict[str, dict[float, list[claims.Run]]], fraction: float) -> int:
+    """The training images of the runs at ``fraction``, as a trainer recorded them in config.json
+    (a run older than that record has the same data and fraction as the other network's)."""
+    for by_fraction in results.values():
+        for run in by_fraction[fraction]:
+            made = json.loads((run.path / "config.json").read_text())["provenance"]
+            if "train_images" in made:
+                return made["train_images"]
+    raise ValueError(f"no run at TRAIN_FRACTION={fraction:g} recorded its training images")
 
 
 def judge(results: dict[str, dict[float, list[claims.Run]]], cfg: dict) -> str:
@@ -110,7 +117,7 @@ def draw(results: dict[str, dict[float, list[claims.Run]]], out: Path, cfg: dict
     for i, (name, by_fraction) in enumerate(results.items()):
         xs = sorted(by_fraction)
         finals = [claims.final(by_fraction[f]) for f in xs]
-        ax.errorbar([images(by_fraction[f]) for f in xs], [100 * statistics.fmean(v) for v in finals],
+        ax.errorbar([images(results, f) for f in xs], [100 * statistics.fmean(v) for v in finals],
                     yerr=[100 * statistics.stdev(v) if len(v) > 1 else 0 for v in finals], fmt="o-", color=f"C{i}",
                     capsize=3, label=f"{name} ({len(finals[0])} run{'s' if len(finals[0]) > 1 else ''} a point)")
     ax.set_xscale("log", base=2)
