@@ -451,6 +451,9 @@ def record(run_dirs: Sequence[Path]) -> list[Path]:
         if len(rows) < int(cfg.get("NUM_EPOCHS", 0)) or not rows:
             _fail(f"{d} is unfinished ({len(rows)} of {cfg.get('NUM_EPOCHS')} epochs): record a run "
                   f"that has finished (or resume it first)")
+        if cfg.get("HOLDOUT_FRACTION"):  # its "val" columns are training images: not a val result
+            _fail(f"{d} was evaluated on held-out training images (HOLDOUT_FRACTION={cfg['HOLDOUT_FRACTION']}), "
+                  f"not on val: run the recipe again with HOLDOUT_FRACTION=0 and record that run")
     out = []
     for d in run_dirs:
         dest = RECORDS / d.resolve().parent.name / d.resolve().name

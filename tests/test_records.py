@@ -41,6 +41,12 @@ def test_readme_table_regenerates_exactly_from_the_records(tmp_path: Path, capsy
         compare.main(["--record", str(a), str(unfinished)])
     assert end.value.code == 1 and "unfinished (1 of 2 epochs)" in capsys.readouterr().err
     assert not records.exists()
+    # A run scored on held-out training images is a tuning run, not a val result.
+    tuning = _finished_run(runs, "20260101-000400", seed=0, HOLDOUT_FRACTION=0.1)
+    with pytest.raises(SystemExit) as end:
+        compare.main(["--record", str(a), str(tuning)])
+    assert end.value.code == 1 and "held-out training images (HOLDOUT_FRACTION=0.1)" in capsys.readouterr().err
+    assert not records.exists()
     compare.main(["--record", str(a), str(b)])
     kept = sorted(p.relative_to(records).as_posix() for p in records.rglob("*") if p.is_file())
     assert kept == [f"resnet18/{r}/{f}" for r in (a.name, b.name) for f in ("config.json", "log.csv")]
