@@ -99,9 +99,14 @@ def setup_run(name: str, cfg: dict[str, Any], build: Callable[..., torch.nn.Modu
     model = build(cfg, train_set.num_classes)
     seam = getattr(module, "batch_transforms", None)
     transforms = seam(cfg, train_set) if callable(seam) else ()
+    loss = getattr(module, "criterion", None)  # DeiT's distillation: its teacher runs in every step
+    try:
+        criterion = loss(cfg) if callable(loss) else None
+    except config_lib.ConfigError as e:
+        raise SystemExit(f"error (bad constant): {e}") from None
     with contextlib.redirect_stdout(io.StringIO()):  # its "writing to ..." line: not a run
         return trainer.setup(model, train_set, small_set(train_set, cfg["BATCH_SIZE"]), cfg, name,
-                              getattr(module, "param_options", None), transforms)
+                              getattr(module, "param_options", None), transforms, criterion)
 
 
 # ----------------------------------------------------------------------------- timing

@@ -230,3 +230,13 @@ def test_both_pipelines_include_the_train_scripts_batch_transforms(tree: Path, t
     assert [(r["mode"], r["feed"]) for r in measured.rows] == [
         ("train", "cache"), ("train", "imagefolder"), ("data", "cache"), ("data", "imagefolder")]
     assert len(calls) == sum(r["steps"] + 1 for r in measured.rows)  # + 1: the warm-up step of each
+
+
+def test_a_distilled_vit_is_benched_with_its_loss_or_refused_in_one_line(tree: Path, tmp_path: Path) -> None:
+    """The bench sets up the train.py's own loss (vit's criterion seam): a distilled ARCH with no
+    teacher is the train.py's one-line refusal, not a crash on the two heads' output."""
+    with pytest.raises(SystemExit) as end:
+        bench.main(["deit_tiny_distilled_16", "--data", str(tree), "--recipe", "tiny", *CPU, "--compile", "off",
+                    "--seconds", "0", "--warmup", "1", "--feeds", "bare", "--data-dir", str(tmp_path / "data"),
+                    "--csv", str(tmp_path / "b.csv")])
+    assert "has a distillation head, which learns from a teacher" in str(end.value.code)
