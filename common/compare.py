@@ -468,14 +468,17 @@ def record(run_dirs: Sequence[Path]) -> list[Path]:
 def without_machine_paths(text: str) -> str:
     """``text`` with every absolute path made shareable: relative to the repository when inside it,
     else ``.../`` and its last part (the dataset's folder name, which labels use, survives; the
-    layout of the machine that ran it does not belong in a committed record)."""
+    layout of the machine that ran it does not belong in a committed record), or for a checkpoint
+    its last three (``.../resnet18/<run>/best.pt``: a distilled run's label names its teacher)."""
     repo = str(registry.REPO)
 
     def short(m: re.Match[str]) -> str:
         path = m.group(0)
         if path == repo or path.startswith(repo + "/"):
             return path[len(repo) + 1:] or "."
-        return ".../" + path.rstrip("/").rsplit("/", 1)[-1]
+        # A checkpoint (a TEACHER, a RESUME) keeps <model>/<run>/<file>: its model names it in labels.
+        keep = 3 if path.endswith(".pt") else 1
+        return ".../" + "/".join(path.rstrip("/").split("/")[-keep:])
     return re.sub(r"(?<![\w.~:/-])/(?:[^\s/\"',;:]+/)*[^\s/\"',;:]+", short, text)
 
 

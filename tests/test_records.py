@@ -53,6 +53,11 @@ def test_readme_table_regenerates_exactly_from_the_records(tmp_path: Path, capsy
     # No path of the machine that ran it in a committed record; the dataset's name survives.
     saved = json.loads((records / "resnet18" / a.name / "config.json").read_text())
     assert saved["constants"]["DATA_PATH"] == ".../imagenette2-224" and "/somewhere" not in str(saved)
+    # A checkpoint keeps its model and run folder: a distilled run's label names its teacher by them.
+    teacher = {"ARCH": "deit_tiny_distilled_16", "DISTILLATION": "hard", "IMAGE_DIM": 64, "NUM_EPOCHS": 10,
+               "TEACHER": compare.without_machine_paths("/somewhere/runs/resnet18/20260101-000000/best.pt")}
+    assert teacher["TEACHER"] == ".../resnet18/20260101-000000/best.pt"
+    assert compare.label(teacher).startswith("deit_tiny_distilled_16 hard<-resnet18, ")
 
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\n<!-- results:begin -->\nold\n<!-- results:end -->\n\nafter\n")
