@@ -26,3 +26,15 @@ def test_paper_recipe_is_section_3_4() -> None:
     # The command line still wins over the recipe.
     cfg, _ = script.configure(train, ["--RECIPE=paper", "--NUM_EPOCHS=3"], {**recipe.RULES, **train.RULES})
     assert cfg["NUM_EPOCHS"] == 3 and cfg["LEARNING_RATE"] == 0.1
+
+
+def test_fast_recipe_is_the_holdout_tuned_schedule() -> None:
+    """RECIPES["fast"] (README, "A fast recipe"): 16 epochs growing from 40 to 64 px, evaluated at
+    the training size (72 px cost 9 points on the holdout), every size one the network takes."""
+    from common.loader import progressive_dim
+
+    cfg, _ = script.configure(train, ["--RECIPE=fast"], {**recipe.RULES, **train.RULES})
+    assert (cfg["IMAGE_DIM"], cfg["EVAL_IMAGE_DIM"], cfg["NUM_EPOCHS"]) == (64, 0, 16)
+    sizes = [progressive_dim(e, 16, 64, cfg["START_IMAGE_DIM"], tuple(cfg["RESIZE_RAMP"])) for e in range(16)]
+    assert sizes == [40, 40, 48, 48, 48, 48, 48, 56, 56, 56] + [64] * 6
+    assert cfg["HOLDOUT_FRACTION"] == 0  # the recipe is scored on val; it was tuned with 0.1
