@@ -25,8 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from any folder, no PYTHONPATH
 
+import torch  # noqa: E402
+
 from common import claims  # noqa: E402
+from common.cache import scan  # noqa: E402
 from common.config import ConfigError  # noqa: E402
+from common.data import TRAIN_STREAM, balanced_split  # noqa: E402
+from common.files import user_path  # noqa: E402
 
 # --- the two networks, at the size of the README's CPU rows (64 px, 10 epochs)
 VIT_ARCH = "deit_tiny_16"
@@ -82,15 +87,27 @@ def main(argv: list[str] | None = None) -> list[str]:
     return [judge(results, cfg)]
 
 
-def images(results: dict[str, dict[float, list[claims.Run]]], fraction: float) -> int:
-    """The training images of the runs at ``fraction``, as a trainer recorded them in config.json
-    (a run older than that record has the same data and fraction as the other network's)."""
+def images(results: dict[str, dict[float, list[claims.Run]]], cfg: dict) -> dict[float, int] | None:
+    """The training images at each fraction: as a trainer recorded them in config.json, else (a
+    run older than that record, e.g. a committed one) counted from DATA_PATH's class folders
+    the way common.data draws the subset; None when neither can tell (the figure then plots
+    fractions)."""
+    counts: dict[float, int] = {}
     for by_fraction in results.values():
-        for run in by_fraction[fraction]:
-            made = json.loads((run.path / "config.json").read_text())["provenance"]
-            if "train_images" in made:
-                return made["train_images"]
-    raise ValueError(f"no run at TRAIN_FRACTION={fraction:g} recorded its training images")
+        for f, runs in by_fraction.items():
+            for run in runs:
+                made = json.loads((run.path / "config.json").read_text()).get("provenance", {})
+                if "train_images" in made:
+                    counts[f] = made["train_images"]
+    missing = [f for f in results[cfg["CNN_ARCH"]] if f not in counts]
+    folder = user_path(cfg["DATA_PATH"]) / "train" if cfg["DATA_PATH"] else None
+    if missing and folder is not None and folder.is_dir():
+        _, labels, classes = scan(folder.parent, "train")
+        labels_t = torch.tensor(labels)
+        for f in missing:  # the count does not depend on the seed, only which images
+            counts[f] = len(labels) if f >= 1 else len(balanced_split(labels_t, f, 0, TRAIN_STREAM, len(classes),
+                                                                        "TRAIN_FRACTION")[0])
+    return counts if all(f in counts for f in results[cfg["CNN_ARCH"]]) else None
 
 
 def judge(results: dict[str, dict[float, list[claims.Run]]], cfg: dict) -> str:
@@ -113,15 +130,19 @@ def draw(results: dict[str, dict[float, list[claims.Run]]], out: Path, cfg: dict
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    counts = images(results, cfg)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for i, (name, by_fraction) in enumerate(results.items()):
         xs = sorted(by_fraction)
         finals = [claims.final(by_fraction[f]) for f in xs]
-        ax.errorbar([images(results, f) for f in xs], [100 * statistics.fmean(v) for v in finals],
+        ax.errorbar([counts[f] if counts else f for f in xs], [100 * statistics.fmean(v) for v in finals],
                     yerr=[100 * statistics.stdev(v) if len(v) > 1 else 0 for v in finals], fmt="o-", color=f"C{i}",
                     capsize=3, label=f"{name} ({len(finals[0])} run{'s' if len(finals[0]) > 1 else ''} a point)")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("training images (Imagenette, class-balanced subsets)")
+    if counts:
+        ax.set_xticks(sorted(counts.values()), [f"{n:,}" for n in sorted(counts.values())])
+        ax.minorticks_off()
+    ax.set_xlabel("training images (class-balanced subsets)" if counts else "fraction of the training images")
     ax.set_ylabel("validation top-1 (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
