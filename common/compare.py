@@ -456,10 +456,15 @@ def record(run_dirs: Sequence[Path]) -> list[Path]:
                   f"not on val: run the recipe again with HOLDOUT_FRACTION=0 and record that run")
     out = []
     for d in run_dirs:
-        dest = RECORDS / d.resolve().parent.name / d.resolve().name
+        texts = {name: without_machine_paths((d / name).read_text()) for name in ("config.json", "log.csv")}
+        dest = base = RECORDS / d.resolve().parent.name / d.resolve().name
+        k = 1  # two runs started in the same second (in two RUNS_DIRs) must not overwrite each other
+        while (dest / "config.json").is_file() and (dest / "config.json").read_text() != texts["config.json"]:
+            k += 1
+            dest = base.with_name(f"{base.name}-{k}")
         dest.mkdir(parents=True, exist_ok=True)
-        for name in ("config.json", "log.csv"):
-            atomic_write_text(dest / name, without_machine_paths((d / name).read_text()))
+        for name, text in texts.items():
+            atomic_write_text(dest / name, text)
         print(f"recorded {rel(d)} -> {rel(dest)}")
         out.append(dest)
     return out

@@ -50,6 +50,15 @@ def test_readme_table_regenerates_exactly_from_the_records(tmp_path: Path, capsy
     compare.main(["--record", str(a), str(b)])
     kept = sorted(p.relative_to(records).as_posix() for p in records.rglob("*") if p.is_file())
     assert kept == [f"resnet18/{r}/{f}" for r in (a.name, b.name) for f in ("config.json", "log.csv")]
+    # Another run of the same name (started in the same second elsewhere) is kept beside it, and
+    # recording the same run again changes nothing.
+    twin = _finished_run(tmp_path / "elsewhere", a.name, seed=5, WIDTH=8)
+    compare.main(["--record", str(twin), str(a)])
+    assert (records / "resnet18" / f"{a.name}-2" / "config.json").read_text() != \
+        (records / "resnet18" / a.name / "config.json").read_text()
+    assert not (records / "resnet18" / f"{a.name}-3").exists()
+    import shutil
+    shutil.rmtree(records / "resnet18" / f"{a.name}-2")
     # No path of the machine that ran it in a committed record; the dataset's name survives.
     saved = json.loads((records / "resnet18" / a.name / "config.json").read_text())
     assert saved["constants"]["DATA_PATH"] == ".../imagenette2-224" and "/somewhere" not in str(saved)
