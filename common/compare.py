@@ -301,7 +301,12 @@ def _value(v: Any) -> Any:
 
 
 def configuration(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The constants that make a run's configuration (what NOT_THE_CONFIGURATION leaves)."""
+    """The constants that make a run's configuration (what NOT_THE_CONFIGURATION leaves). A
+    constant the run's config lacks (it is older than the constant) counts as the family's
+    default, which is what it trained with: an old record and a new run of the same recipe are
+    one configuration, and labels do not list the constants added since."""
+    defaults = json.loads(json.dumps(family_defaults(cfg) or {}, default=str))  # tuples as JSON reads them
+    cfg = {**{k: v for k, v in defaults.items() if k not in cfg}, **cfg}
     out = {k: _value(v) for k, v in cfg.items() if k not in NOT_THE_CONFIGURATION}
     out["dataset"] = dataset_of(cfg)
     return out
