@@ -120,7 +120,7 @@ def test_bad_constants_are_refused_before_any_work(folder: str, tmp_path: Path, 
         "--IMAGE_DIM=4": "IMAGE_DIM=4 is not possible",
         "--NUM_EPOCHS=two": "NUM_EPOCHS takes a whole number",
         "--LEARNING_RATES=0.1": "unknown constant LEARNING_RATES",
-        "--RECIPE=fast": "RECIPE='fast' is not one of",
+        "--RECIPE=nosuchrecipe": "RECIPE='nosuchrecipe' is not one of",
         "--OPTIMIZER=lbfgs": "OPTIMIZER='lbfgs' is not possible",
         "--EVAL_VIEWS=12crop": "EVAL_VIEWS='12crop' is not possible",
     }
