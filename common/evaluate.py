@@ -49,7 +49,8 @@ def val_loader_for(cfg: dict[str, Any], device: torch.device, data_path: str = "
         cfg["DATA_PATH"] = data_path
     # A run that held out part of its training images (HOLDOUT_FRACTION) is evaluated on those,
     # as it was during training: a recipe tuned on them is then not judged on val by accident.
-    _, val_set = split_training({**recipe.SWITCHES, **cfg}, *load_data(cfg, [(ckpt, what)] if ckpt is not None else []))
+    train_set, val_set = load_data(cfg, [(ckpt, what)] if ckpt is not None else [])
+    _, val_set = split_training({**recipe.SWITCHES, **cfg}, train_set, val_set)
     return BatchLoader(val_set, batch_size, train=False, image_dim=cfg["EVAL_IMAGE_DIM"] or cfg["IMAGE_DIM"],
                        device=device, eval_crop=cfg["EVAL_CROP"], channels_last=cfg.get("CHANNELS_LAST", False),
                        views=views, scales=tuple(scales))

@@ -96,11 +96,15 @@ def progressive_dim(epoch: int, num_epochs: int, image_dim: int, start_dim: int,
     return image_dim if w >= 1 else 8 * round((start_dim + w * (image_dim - start_dim)) / 8)
 
 
+def train_dim(cfg: dict, epoch: int) -> int:
+    """The training crop of ``epoch`` under a run's constants (IMAGE_DIM, START_IMAGE_DIM, RESIZE_RAMP)."""
+    return progressive_dim(epoch, cfg["NUM_EPOCHS"], cfg["IMAGE_DIM"], cfg["START_IMAGE_DIM"],
+                           tuple(cfg["RESIZE_RAMP"]))
+
+
 def training_dims(cfg: dict) -> list[int]:
     """Every training crop the constants make, in epoch order, repeats removed."""
-    dims = [progressive_dim(e, cfg["NUM_EPOCHS"], cfg["IMAGE_DIM"], cfg.get("START_IMAGE_DIM", 0),
-                            tuple(cfg.get("RESIZE_RAMP", (0.0, 0.75)))) for e in range(cfg["NUM_EPOCHS"])]
-    return list(dict.fromkeys(dims))
+    return list(dict.fromkeys(train_dim(cfg, e) for e in range(cfg["NUM_EPOCHS"])))
 
 
 class BatchLoader:

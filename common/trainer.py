@@ -30,7 +30,7 @@ from common import optim, recipe, runlog, system
 from common.cache import ImageSet
 from common.checkpoint import TrainingError
 from common.files import FolderBusy, HeldLock, rel, remove_stale_tmp, user_path
-from common.loader import BatchLoader, BatchTransform, progressive_dim
+from common.loader import BatchLoader, BatchTransform, train_dim
 
 __all__ = ["fit", "evaluate", "TrainingError"]
 CHECK_EVERY = 20  # steps between the loss checks that wait for the device (not every step)
@@ -314,9 +314,7 @@ def _train_epoch(run: Run, epoch: int, stop: system.StopRequest,
     from tqdm import tqdm
 
     run.train_loader.set_epoch(epoch)
-    cfg = run.cfg
-    run.train_loader.image_dim = progressive_dim(epoch, cfg["NUM_EPOCHS"], cfg["IMAGE_DIM"], cfg["START_IMAGE_DIM"],
-                                                 tuple(cfg["RESIZE_RAMP"]))
+    run.train_loader.image_dim = train_dim(run.cfg, epoch)  # progressive resizing (IMAGE_DIM when off)
     run.net.train()
     spe, t0 = run.steps_per_epoch, time.perf_counter()
     bar = tqdm(total=spe, initial=run.start_step, disable=not run.main_proc or None,

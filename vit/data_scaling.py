@@ -62,20 +62,19 @@ def plan(cfg: dict, fraction: float) -> dict:
 
 def main(argv: list[str] | None = None) -> list[str]:
     cfg = claims.configure(sys.modules[__name__], argv)
-    vit, cnn = claims.Session("vit", cfg), claims.Session("resnet", cfg)
     try:
         fractions = sorted({float(f) for f in cfg["FRACTIONS"]})
         runs = {f: plan(cfg, f) for f in fractions}
     except (ConfigError, TypeError, ValueError) as e:
         print(f"error (bad constant): {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    ratio = {"epochs": 1.0, "steps": None}[cfg["BUDGET"]]
+    # The ViT's warm-up is a share of its run: one epoch of ten, or as many more as BUDGET=steps adds.
     vit_runs = {f: {**c, "ARCH": cfg["VIT_ARCH"], "PATCH_SIZE": cfg["PATCH_SIZE"],
-                    "WARMUP_EPOCHS": cfg["VIT_WARMUP_EPOCHS"] * (ratio or c["NUM_EPOCHS"] / cfg["NUM_EPOCHS"])}
+                    "WARMUP_EPOCHS": cfg["VIT_WARMUP_EPOCHS"] * c["NUM_EPOCHS"] / cfg["NUM_EPOCHS"]}
                 for f, c in runs.items()}
     cnn_runs = {f: {**c, "ARCH": cfg["CNN_ARCH"]} for f, c in runs.items()}
-    vit.cfg = {**cfg, "TRAIN_ARGS": f"{cfg['TRAIN_ARGS']} {cfg['VIT_ARGS']}"}
-    cnn.cfg = {**cfg, "TRAIN_ARGS": f"{cfg['TRAIN_ARGS']} {cfg['CNN_ARGS']}"}
+    vit = claims.Session("vit", {**cfg, "TRAIN_ARGS": f"{cfg['TRAIN_ARGS']} {cfg['VIT_ARGS']}"})
+    cnn = claims.Session("resnet", {**cfg, "TRAIN_ARGS": f"{cfg['TRAIN_ARGS']} {cfg['CNN_ARGS']}"})
     vit.check(vit_runs.values())  # every run's constants, before the first one trains
     cnn.check(cnn_runs.values())
     results: dict[str, dict[float, list[claims.Run]]] = {cfg["CNN_ARCH"]: {}, cfg["VIT_ARCH"]: {}}
